@@ -1,0 +1,52 @@
+// Command sluice is the Sluice job server and its tools.
+//
+// Usage:
+//
+//	sluice serve     run the durable job server (not built yet)
+//	sluice version   print the version
+//
+// The subcommands arrive with their packages; until the server exists,
+// "sluice serve" says so and exits with status 2 rather than pretending.
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+)
+
+const version = "0.1.0-dev"
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+const usage = `Sluice: bounded, cancellable, observable work for Go services.
+
+Usage:
+  sluice serve     run the durable job server (not built yet: see docs/)
+  sluice version   print the version
+  sluice help      print this help
+`
+
+// run executes one subcommand and returns the process exit status.
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	switch args[0] {
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	case "version":
+		fmt.Fprintln(stdout, "sluice", version)
+		return 0
+	case "serve":
+		fmt.Fprintln(stderr, "sluice serve: the job server is not built yet; the toolkit packages (workpool, lifecycle) are usable today")
+		return 2
+	default:
+		fmt.Fprintf(stderr, "sluice: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+}

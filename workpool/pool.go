@@ -1,0 +1,698 @@
+package workpool
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"runtime/debug"
+	"sync"
+	"time"
+)
+
+// Config holds a pool's optional settings. The zero value is a pool with
+// GOMAXPROCS workers, no backlog and the Reject policy.
+type Config struct {
+	// Workers bounds how many tasks run at once. Zero means
+	// runtime.GOMAXPROCS(0). Workers start on demand and stay until Close or
+	// SetWorkers lowers the bound.
+	Workers int
+	// QueueSize bounds how many accepted tasks wait for a worker. Zero means
+	// no backlog: a task starts now or the policy applies. Negative is
+	// treated as zero.
+	QueueSize int
+	// Policy applies when no worker is free and the queue is full. Zero
+	// means Reject.
+	Policy Policy
+	// MaxWait bounds how long the Wait policy blocks a submitter. Zero
+	// means only the submitter's context bounds it.
+	MaxWait time.Duration
+	// MaxQueueWait bounds how long a task may wait in the queue; past it
+	// the task is dropped with ErrExpired (cause ErrQueueTimeout) at once.
+	// Zero means no bound. A bound costs one timer per queued task.
+	MaxQueueWait time.Duration
+	// CoDelTarget and CoDelInterval enable CoDel mode when both are
+	// positive: once the queue has stood (no task dequeued within
+	// CoDelTarget of its arrival) for longer than CoDelInterval, a worker
+	// drops each dequeued task that waited longer than CoDelTarget, with
+	// ErrExpired (cause ErrStandingQueue), until a task comes through within
+	// the target. Typical values: 5ms and 100ms.
+	CoDelTarget, CoDelInterval time.Duration
+	// Hooks observe tasks. Nil hooks cost nothing.
+	Hooks Hooks
+}
+
+// Pool runs func(ctx) error tasks on at most Workers goroutines with a
+// bounded, prioritized queue. All methods are safe for concurrent use.
+//
+// Every goroutine a Pool starts is a worker, and Close returns only after
+// all of them have returned.
+type Pool struct {
+	hooks      Hooks
+	policy     Policy
+	maxWait    time.Duration
+	maxQWait   time.Duration
+	codelTgt   time.Duration
+	codelIntvl time.Duration
+	timed      bool // hooks or CoDel need task timestamps
+
+	hard       context.Context // canceled at hard stop; ends every running task's context
+	hardCancel context.CancelCauseFunc
+
+	mu        sync.Mutex
+	workers   int              // guarded by mu; the bound
+	queueSize int              // guarded by mu
+	live      int              // guarded by mu; worker goroutines alive
+	idle      []*worker        // guarded by mu; parked workers, LIFO
+	queues    [numClasses]list // guarded by mu; one FIFO per class
+	queued    int              // guarded by mu; sum of queues' lengths
+	pending   list             // guarded by mu; Wait submitters, FIFO
+	running   int              // guarded by mu; tasks taken by workers
+	closing   bool             // guarded by mu
+	hardDone  bool             // guarded by mu
+	stopped   chan struct{}    // closed (under mu) when closing and live == 0
+	returned  []*Task          // guarded by mu; never-started tasks collected at hard stop
+	codelOK   time.Time        // guarded by mu; last time the queue was not standing
+	stats     Stats            // guarded by mu; counters only
+	rate      rateEstimate     // guarded by mu
+}
+
+// worker is a parked worker's mailbox. wake has a buffer of one and exactly
+// one sender: whoever pops the worker from idle under mu. A nil task means
+// exit. Nobody closes it.
+type worker struct {
+	wake chan *Task
+}
+
+// New returns a pool. It starts no goroutine until work arrives.
+func New(cfg Config) *Pool {
+	if cfg.Workers <= 0 {
+		cfg.Workers = runtime.GOMAXPROCS(0)
+	}
+	if cfg.QueueSize < 0 {
+		cfg.QueueSize = 0
+	}
+	if cfg.Policy == PolicyDefault {
+		cfg.Policy = Reject
+	}
+	p := &Pool{
+		hooks:     cfg.Hooks,
+		policy:    cfg.Policy,
+		maxWait:   cfg.MaxWait,
+		maxQWait:  cfg.MaxQueueWait,
+		workers:   cfg.Workers,
+		queueSize: cfg.QueueSize,
+		stopped:   make(chan struct{}),
+		rate:      rateEstimate{at: time.Now()},
+	}
+	if cfg.CoDelTarget > 0 && cfg.CoDelInterval > 0 {
+		p.codelTgt, p.codelIntvl = cfg.CoDelTarget, cfg.CoDelInterval
+	}
+	p.timed = p.codelTgt > 0 || p.hooks.OnStart != nil || p.hooks.OnFinish != nil || p.hooks.OnReject != nil
+	p.hard, p.hardCancel = context.WithCancelCause(context.Background())
+	return p
+}
+
+// Submit runs fn on the pool with normal priority and the pool's policy.
+// See SubmitOpts.
+func (p *Pool) Submit(ctx context.Context, fn func(context.Context) error) (*Task, error) {
+	return p.SubmitOpts(ctx, Options{}, fn)
+}
+
+// SubmitOpts hands fn to a free worker, or queues it, or applies the policy
+// when the queue is full. It returns a handle to wait on, or a *RejectError
+// (ErrQueueFull, ErrClosed, or ErrExpired if ctx has already ended) and a
+// nil Task. Only the Wait policy blocks.
+//
+// fn's context carries ctx's values; it is canceled when ctx is, and at
+// Close's hard stop. When ctx has no Done channel (context.Background, or
+// WithoutCancel) the handle is the only allocation; otherwise deriving the
+// task's context costs a few more.
+func (p *Pool) SubmitOpts(ctx context.Context, o Options, fn func(context.Context) error) (*Task, error) {
+	if fn == nil {
+		panic("workpool: nil task func")
+	}
+	if !o.Priority.valid() {
+		return nil, fmt.Errorf("%w: %d", ErrInvalidPriority, o.Priority)
+	}
+	t := &Task{fn: fn, ctx: ctx, pool: p, tag: o.Tag, prio: o.Priority, maxQWait: p.maxQWait}
+	if o.MaxQueueWait != 0 {
+		t.maxQWait = max(o.MaxQueueWait, 0)
+	}
+	if ctx.Err() != nil {
+		p.mu.Lock()
+		err := p.refuseLocked(t, ReasonExpired, context.Cause(ctx))
+		p.mu.Unlock()
+		p.onReject(t, err)
+		return nil, err
+	}
+
+	p.mu.Lock()
+	if p.closing {
+		err := p.refuseLocked(t, ReasonClosed, nil)
+		p.mu.Unlock()
+		p.onReject(t, err)
+		return nil, err
+	}
+	if n := len(p.idle); n > 0 {
+		w := p.idle[n-1]
+		p.idle[n-1] = nil
+		p.idle = p.idle[:n-1]
+		p.takeLocked(t)
+		p.mu.Unlock()
+		w.wake <- t
+		return t, nil
+	}
+	if p.live < p.workers {
+		p.live++
+		p.takeLocked(t)
+		p.mu.Unlock()
+		go p.work(t)
+		return t, nil
+	}
+	if p.queued < p.queueSize {
+		p.enqueueLocked(t)
+		p.mu.Unlock()
+		return t, nil
+	}
+
+	policy := o.Policy
+	if policy == PolicyDefault {
+		policy = p.policy
+	}
+	switch policy {
+	case Wait:
+		return p.waitLocked(ctx, t, o.MaxWait)
+	case ShedLowest:
+		if victim := p.lowestBelowLocked(t.prio); victim != nil {
+			p.unqueueLocked(victim)
+			victim.state = stateDone
+			p.stats.Shed++
+			shed := &RejectError{Reason: ReasonShed, RetryAfter: p.retryAfterLocked()}
+			p.enqueueLocked(t)
+			p.mu.Unlock()
+			p.drop(victim, shed)
+			return t, nil
+		}
+	}
+	err := p.refuseLocked(t, ReasonQueueFull, nil)
+	p.mu.Unlock()
+	p.onReject(t, err)
+	return nil, err
+}
+
+// takeLocked records that a worker takes t without queueing it.
+func (p *Pool) takeLocked(t *Task) {
+	t.state = stateWorker
+	if p.timed {
+		t.enqueued = time.Now()
+	}
+	p.stats.Submitted++
+	p.running++
+}
+
+// enqueueLocked accepts t into its class's queue and arms its expiry.
+func (p *Pool) enqueueLocked(t *Task) {
+	t.state = stateQueued
+	if p.timed || t.maxQWait > 0 {
+		t.enqueued = time.Now()
+	}
+	p.queues[t.prio.class()].pushBack(t)
+	p.queued++
+	p.stats.Submitted++
+	if t.ctx.Done() != nil {
+		t.stopCtx = context.AfterFunc(t.ctx, func() { p.expire(t, context.Cause(t.ctx)) })
+	}
+	if t.maxQWait > 0 {
+		t.timer = time.AfterFunc(t.maxQWait, func() { p.expire(t, ErrQueueTimeout) })
+	}
+}
+
+// unqueueLocked takes t out of its queue and disarms its expiry.
+func (p *Pool) unqueueLocked(t *Task) {
+	p.queues[t.prio.class()].remove(t)
+	p.queued--
+	if t.stopCtx != nil {
+		t.stopCtx()
+		t.stopCtx = nil
+	}
+	if t.timer != nil {
+		t.timer.Stop()
+		t.timer = nil
+	}
+}
+
+// lowestBelowLocked returns the newest task of the lowest non-empty class
+// below prio, or nil.
+func (p *Pool) lowestBelowLocked(prio Priority) *Task {
+	for c := 0; c < prio.class(); c++ {
+		if t := p.queues[c].tail; t != nil {
+			return t
+		}
+	}
+	return nil
+}
+
+// refuseLocked counts a refusal at submission and builds its error.
+func (p *Pool) refuseLocked(t *Task, r Reason, cause error) *RejectError {
+	p.stats.Rejected[r]++
+	err := &RejectError{Reason: r, Cause: cause}
+	if r != ReasonClosed {
+		err.RetryAfter = p.retryAfterLocked()
+	}
+	return err
+}
+
+// waitLocked parks the submitter until a slot frees (Wait policy). It is
+// called with mu held and returns with it released.
+func (p *Pool) waitLocked(ctx context.Context, t *Task, maxWait time.Duration) (*Task, error) {
+	if maxWait == 0 {
+		maxWait = p.maxWait
+	}
+	t.state = statePending
+	t.admitted = make(chan struct{})
+	p.pending.pushBack(t)
+	p.mu.Unlock()
+
+	var timeout <-chan time.Time
+	if maxWait > 0 {
+		tm := time.NewTimer(maxWait)
+		defer tm.Stop()
+		timeout = tm.C
+	}
+	var cause error
+	select {
+	case <-t.admitted:
+	case <-ctx.Done():
+		cause = context.Cause(ctx)
+	case <-timeout:
+	}
+
+	p.mu.Lock()
+	if t.state == statePending {
+		p.pending.remove(t)
+		t.state = stateDone
+		err := p.refuseLocked(t, ReasonQueueFull, cause)
+		p.mu.Unlock()
+		p.onReject(t, err)
+		return nil, err
+	}
+	refusal := t.refusal
+	p.mu.Unlock()
+	if refusal != nil {
+		p.onReject(t, refusal)
+		return nil, refusal
+	}
+	return t, nil
+}
+
+// admitPendingLocked moves waiting submitters into free queue slots.
+func (p *Pool) admitPendingLocked() {
+	for p.pending.n > 0 && p.queued < p.queueSize {
+		t := p.pending.popFront()
+		p.enqueueLocked(t)
+		close(t.admitted)
+	}
+}
+
+// expire drops a queued task whose context ended or whose queue-wait bound
+// passed. It runs on the goroutine of a context.AfterFunc or time.AfterFunc
+// and does nothing if the task has left the queue meanwhile.
+func (p *Pool) expire(t *Task, cause error) {
+	p.mu.Lock()
+	if t.state != stateQueued {
+		p.mu.Unlock()
+		return
+	}
+	p.unqueueLocked(t)
+	t.state = stateDone
+	p.stats.Expired++
+	p.admitPendingLocked()
+	err := &RejectError{Reason: ReasonExpired, Cause: cause, RetryAfter: p.retryAfterLocked()}
+	p.mu.Unlock()
+	p.drop(t, err)
+}
+
+// drop resolves a task that was accepted but will never run.
+func (p *Pool) drop(t *Task, err *RejectError) {
+	t.resolve(err)
+	p.onReject(t, err)
+}
+
+func (p *Pool) onReject(t *Task, err *RejectError) {
+	if p.hooks.OnReject == nil {
+		return
+	}
+	ev := Event{Tag: t.tag, Priority: t.prio, Reason: err.Reason, Err: err}
+	if !t.enqueued.IsZero() {
+		ev.QueueWait = time.Since(t.enqueued)
+	}
+	p.hooks.OnReject(ev)
+}
+
+// outcome classifies how a task that reached a worker ended.
+type outcome uint8
+
+const (
+	outOK outcome = iota
+	outFailed
+	outPanicked
+	outExpired  // never started: its context had ended
+	outReturned // never started: hard stop came first
+)
+
+// work is a worker goroutine. It runs t, then whatever the queue holds, and
+// parks when there is nothing to do.
+func (p *Pool) work(t *Task) {
+	var w *worker
+	clean := false
+	defer func() {
+		if !clean { // t called runtime.Goexit: account for it, then replace this worker
+			p.finishGoexit(t)
+		}
+	}()
+	for t != nil {
+		out, err := p.execute(t)
+		p.mu.Lock()
+		p.countLocked(out)
+		if out == outReturned {
+			p.returned = append(p.returned, t)
+		}
+		next := p.nextLocked()
+		p.mu.Unlock()
+		p.finish(t, err, out)
+		if next == nil {
+			// Park or exit only after t's hooks ran, so that Close never
+			// returns while a hook is still running.
+			p.mu.Lock()
+			if next = p.nextLocked(); next == nil {
+				if !p.closing && p.live <= p.workers {
+					if w == nil {
+						w = &worker{wake: make(chan *Task, 1)}
+					}
+					p.idle = append(p.idle, w)
+					p.mu.Unlock()
+					next = <-w.wake
+					t = next
+					continue
+				}
+				p.exitLocked()
+			}
+			p.mu.Unlock()
+		}
+		t = next
+	}
+	clean = true
+}
+
+// exitLocked accounts for a worker goroutine that is about to return.
+func (p *Pool) exitLocked() {
+	p.live--
+	if p.closing && p.live == 0 {
+		close(p.stopped)
+	}
+}
+
+func (p *Pool) countLocked(out outcome) {
+	p.running--
+	switch out {
+	case outOK:
+		p.stats.Completed++
+	case outFailed:
+		p.stats.Failed++
+	case outPanicked:
+		p.stats.Panicked++
+	case outExpired:
+		p.stats.Expired++
+	case outReturned:
+		p.stats.Returned++
+	}
+}
+
+// nextLocked takes the next task for a worker: the oldest task of the
+// highest class, or a waiting submitter's task when the queue is empty. It
+// drops tasks that must not start (context ended, queue-wait bound passed,
+// CoDel), releasing mu to resolve them. It returns nil when the worker
+// should park or exit.
+func (p *Pool) nextLocked() *Task {
+	for {
+		if p.live > p.workers {
+			return nil
+		}
+		var t *Task
+		for c := numClasses - 1; c >= 0; c-- {
+			if t = p.queues[c].head; t != nil {
+				break
+			}
+		}
+		if t == nil {
+			if t = p.pending.popFront(); t == nil {
+				return nil
+			}
+			close(t.admitted)
+			p.takeLocked(t)
+			return t
+		}
+		p.unqueueLocked(t)
+		p.admitPendingLocked()
+		if cause := p.dropCauseLocked(t); cause != nil {
+			t.state = stateDone
+			p.stats.Expired++
+			err := &RejectError{Reason: ReasonExpired, Cause: cause, RetryAfter: p.retryAfterLocked()}
+			p.mu.Unlock()
+			p.drop(t, err)
+			p.mu.Lock()
+			continue
+		}
+		t.state = stateWorker
+		p.running++
+		return t
+	}
+}
+
+// dropCauseLocked says why a task just taken from the queue must not start,
+// or nil.
+func (p *Pool) dropCauseLocked(t *Task) error {
+	if t.ctx.Err() != nil {
+		return context.Cause(t.ctx)
+	}
+	if t.maxQWait <= 0 && p.codelTgt <= 0 {
+		return nil
+	}
+	now := time.Now()
+	waited := now.Sub(t.enqueued)
+	if t.maxQWait > 0 && waited >= t.maxQWait {
+		return ErrQueueTimeout
+	}
+	if p.codelTgt > 0 {
+		if waited < p.codelTgt || p.queued == 0 {
+			p.codelOK = now
+		} else if now.Sub(p.codelOK) > p.codelIntvl {
+			return ErrStandingQueue
+		}
+	}
+	return nil
+}
+
+// execute runs one task on the calling worker and classifies the outcome.
+// A panic is recovered with its stack; runtime.Goexit is not stoppable and
+// unwinds into work's deferred handler.
+func (p *Pool) execute(t *Task) (out outcome, err error) {
+	if p.hard.Err() != nil {
+		return outReturned, &RejectError{Reason: ReasonClosed}
+	}
+	if t.ctx.Err() != nil {
+		return outExpired, &RejectError{Reason: ReasonExpired, Cause: context.Cause(t.ctx)}
+	}
+	var ctx context.Context
+	if t.ctx.Done() == nil {
+		t.rctx = runCtx{Context: t.ctx, hard: p.hard}
+		ctx = &t.rctx
+	} else {
+		c, cancel := context.WithCancelCause(t.ctx)
+		stop := context.AfterFunc(p.hard, func() { cancel(context.Cause(p.hard)) })
+		defer func() {
+			stop()
+			cancel(nil)
+		}()
+		ctx = c
+	}
+	var start time.Time
+	if p.timed {
+		start = time.Now()
+		if p.hooks.OnStart != nil {
+			p.hooks.OnStart(Event{Tag: t.tag, Priority: t.prio, QueueWait: start.Sub(t.enqueued)})
+		}
+		t.started = start
+	}
+	normal := false
+	defer func() {
+		if normal {
+			return
+		}
+		if r := recover(); r != nil {
+			out, err = outPanicked, &PanicError{Value: r, Stack: debug.Stack()}
+		}
+	}()
+	err = t.fn(ctx)
+	normal = true
+	if err != nil {
+		return outFailed, err
+	}
+	return outOK, nil
+}
+
+// finish resolves a task that reached a worker and reports it to hooks.
+func (p *Pool) finish(t *Task, err error, out outcome) {
+	t.resolve(err)
+	switch out {
+	case outExpired, outReturned:
+		p.onReject(t, err.(*RejectError))
+		return
+	}
+	if p.hooks.OnFinish != nil {
+		now := time.Now()
+		p.hooks.OnFinish(Event{Tag: t.tag, Priority: t.prio, QueueWait: t.started.Sub(t.enqueued), Run: now.Sub(t.started), Err: err})
+	}
+	if out == outPanicked && p.hooks.OnPanic != nil {
+		p.hooks.OnPanic(Event{Tag: t.tag, Priority: t.prio, Err: err})
+	}
+}
+
+// finishGoexit accounts for a task that called runtime.Goexit and starts a
+// replacement worker if there is work for it. It runs in the dying worker's
+// deferred handler.
+func (p *Pool) finishGoexit(t *Task) {
+	p.mu.Lock()
+	p.countLocked(outFailed)
+	p.mu.Unlock()
+	p.finish(t, ErrGoexit, outFailed)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.live <= p.workers {
+		if next := p.nextLocked(); next != nil {
+			go p.work(next) // the replacement takes over this worker's count
+			return
+		}
+	}
+	p.exitLocked()
+}
+
+// SetWorkers changes the bound on running tasks. Raising it starts workers
+// for queued tasks at once; lowering it parks no new work on the surplus:
+// idle workers exit now, busy ones when their task ends. n < 1 means 1.
+func (p *Pool) SetWorkers(n int) {
+	n = max(n, 1)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.workers = n
+	for p.live > p.workers && len(p.idle) > 0 {
+		p.wakeIdleLocked(nil)
+		p.exitLocked()
+	}
+	for p.live < p.workers {
+		t := p.nextLocked()
+		if t == nil {
+			break
+		}
+		p.live++
+		go p.work(t)
+	}
+}
+
+// SetQueueSize changes the queue bound. Lowering it below the number of
+// queued tasks drops none: they run, and new tasks are refused until the
+// queue is below the bound. Raising it admits waiting submitters at once.
+// n < 0 means 0.
+func (p *Pool) SetQueueSize(n int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.queueSize = max(n, 0)
+	p.admitPendingLocked()
+}
+
+// wakeIdleLocked pops the most recently parked worker and hands it t (nil
+// tells it to exit).
+func (p *Pool) wakeIdleLocked(t *Task) {
+	n := len(p.idle)
+	w := p.idle[n-1]
+	p.idle[n-1] = nil
+	p.idle = p.idle[:n-1]
+	w.wake <- t
+}
+
+// Close stops the pool. It refuses new tasks at once and atomically: a task
+// is either accepted before Close began (and then runs or is handed back)
+// or refused with ErrClosed; submitters blocked by the Wait policy are
+// refused too. Queued and running tasks go on until ctx ends. Then Close
+// hard-stops: it cancels every running task's context, takes the tasks that
+// never started out of the queue (they resolve with ErrClosed), waits for
+// the running tasks to return, and returns the never-started tasks so that
+// a durable caller can re-enqueue them. A task that ignores its context
+// delays Close for as long as it runs.
+//
+// Close is idempotent and safe from several goroutines and on a pool never
+// used. Every call returns after all workers have returned. The
+// never-started tasks are returned by exactly one call: the one whose ctx
+// forced the hard stop. A call returns ctx's cause, wrapped, when its ctx
+// ended before the pool had drained, and nil otherwise.
+func (p *Pool) Close(ctx context.Context) ([]*Task, error) {
+	p.mu.Lock()
+	if !p.closing {
+		p.closing = true
+		for t := p.pending.popFront(); t != nil; t = p.pending.popFront() {
+			t.state = stateDone
+			t.refusal = p.refuseLocked(t, ReasonClosed, nil)
+			close(t.admitted)
+		}
+		for len(p.idle) > 0 {
+			p.wakeIdleLocked(nil)
+			p.live--
+		}
+		if p.live == 0 {
+			close(p.stopped)
+		}
+	}
+	p.mu.Unlock()
+
+	select {
+	case <-p.stopped:
+		return nil, nil
+	case <-ctx.Done():
+	}
+	hardStopper := p.hardStop(context.Cause(ctx))
+	<-p.stopped
+	var returned []*Task
+	if hardStopper {
+		p.mu.Lock()
+		returned, p.returned = p.returned, nil
+		p.mu.Unlock()
+	}
+	return returned, fmt.Errorf("workpool: close: %w", context.Cause(ctx))
+}
+
+// hardStop drops the queue and cancels running tasks. It reports whether
+// this call did it.
+func (p *Pool) hardStop(cause error) bool {
+	p.mu.Lock()
+	if p.hardDone {
+		p.mu.Unlock()
+		return false
+	}
+	p.hardDone = true
+	var dropped []*Task
+	for c := numClasses - 1; c >= 0; c-- {
+		for t := p.queues[c].head; t != nil; t = p.queues[c].head {
+			p.unqueueLocked(t)
+			t.state = stateDone
+			p.stats.Returned++
+			dropped = append(dropped, t)
+		}
+	}
+	p.returned = append(p.returned, dropped...)
+	p.hardCancel(fmt.Errorf("%w: hard stop: %w", ErrClosed, cause))
+	p.mu.Unlock()
+	for _, t := range dropped {
+		p.drop(t, &RejectError{Reason: ReasonClosed})
+	}
+	return true
+}
