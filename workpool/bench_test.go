@@ -43,6 +43,25 @@ func BenchmarkSubmit(b *testing.B) {
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*tasks), "ns/task")
 }
 
+// BenchmarkGo is BenchmarkSubmit through Go, which returns no handle and
+// recycles tasks.
+func BenchmarkGo(b *testing.B) {
+	const tasks = 10_000
+	b.ReportAllocs()
+	for b.Loop() {
+		p := New(Config{Workers: runtime.GOMAXPROCS(0), QueueSize: 1024, Policy: Wait})
+		for range tasks {
+			if err := p.Go(context.Background(), spin); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if _, err := p.Close(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*tasks), "ns/task")
+}
+
 // BenchmarkRejectFull measures a refusal from a pool whose workers and
 // queue are full.
 func BenchmarkRejectFull(b *testing.B) {

@@ -128,16 +128,49 @@ func (p *Pool) Submit(ctx context.Context, fn func(context.Context) error) (*Tas
 // WithoutCancel) the handle is the only allocation; otherwise deriving the
 // task's context costs a few more.
 func (p *Pool) SubmitOpts(ctx context.Context, o Options, fn func(context.Context) error) (*Task, error) {
+	return p.submit(ctx, o, fn, false)
+}
+
+// Go runs fn on the pool like Submit, for callers that need no handle: the
+// outcome goes only to Hooks and Stats. When ctx is context.Background()
+// or context.TODO() and no MaxQueueWait applies, the pool recycles the
+// task's memory, so Go allocates nothing. Refusals are as for Submit.
+func (p *Pool) Go(ctx context.Context, fn func(context.Context) error) error {
+	_, err := p.submit(ctx, Options{}, fn, true)
+	return err
+}
+
+// GoOpts is Go with per-task options.
+func (p *Pool) GoOpts(ctx context.Context, o Options, fn func(context.Context) error) error {
+	_, err := p.submit(ctx, o, fn, true)
+	return err
+}
+
+// taskPool recycles the tasks of Go whose memory nobody else can hold: no
+// handle was returned, no expiry closure refers to them, and fn ran with
+// the pool's context rather than the task itself.
+var taskPool = sync.Pool{New: func() any { return new(Task) }}
+
+func (p *Pool) submit(ctx context.Context, o Options, fn func(context.Context) error, noHandle bool) (*Task, error) {
 	if fn == nil {
 		panic("workpool: nil task func")
 	}
 	if !o.Priority.valid() {
 		return nil, fmt.Errorf("%w: %d", ErrInvalidPriority, o.Priority)
 	}
-	t := &Task{fn: fn, ctx: ctx, pool: p, tag: o.Tag, prio: o.Priority, maxQWait: p.maxQWait}
+	maxQWait := p.maxQWait
 	if o.MaxQueueWait != 0 {
-		t.maxQWait = max(o.MaxQueueWait, 0)
+		maxQWait = max(o.MaxQueueWait, 0)
 	}
+	var t *Task
+	if noHandle && maxQWait == 0 && isBackground(ctx) {
+		t = taskPool.Get().(*Task)
+		t.recycle = true
+	} else {
+		t = new(Task)
+	}
+	t.fn, t.ctx, t.pool, t.tag, t.prio, t.maxQWait = fn, ctx, p, o.Tag, o.Priority, maxQWait
+	t.cancelable = !t.recycle && ctx.Done() != nil
 	if ctx.Err() != nil {
 		p.mu.Lock()
 		err := p.refuseLocked(t, ReasonExpired, context.Cause(ctx))
@@ -169,15 +202,15 @@ func (p *Pool) SubmitOpts(ctx context.Context, o Options, fn func(context.Contex
 		go p.work(t)
 		return t, nil
 	}
-	if p.queued < p.queueSize {
-		p.enqueueLocked(t)
-		p.mu.Unlock()
-		return t, nil
-	}
-
 	policy := o.Policy
 	if policy == PolicyDefault {
 		policy = p.policy
+	}
+	// A Wait submitter does not overtake those already waiting.
+	if p.queued < p.queueSize && (policy != Wait || p.pending.n == 0) {
+		p.enqueueLocked(t)
+		p.mu.Unlock()
+		return t, nil
 	}
 	switch policy {
 	case Wait:
@@ -219,7 +252,7 @@ func (p *Pool) enqueueLocked(t *Task) {
 	p.queues[t.prio.class()].pushBack(t)
 	p.queued++
 	p.stats.Submitted++
-	if t.ctx.Done() != nil {
+	if t.cancelable {
 		t.stopCtx = context.AfterFunc(t.ctx, func() { p.expire(t, context.Cause(t.ctx)) })
 	}
 	if t.maxQWait > 0 {
@@ -262,14 +295,33 @@ func (p *Pool) refuseLocked(t *Task, r Reason, cause error) *RejectError {
 	return err
 }
 
+// waiter is a submitter blocked by the Wait policy. It outlives the wait
+// on the submitter's side only, so that a task of Go can be admitted, run
+// and recycled before its submitter wakes.
+type waiter struct {
+	done    chan struct{} // closed by whoever settles the wait, under mu
+	settled bool          // guarded by mu
+	refusal *RejectError  // guarded by mu; nil when admitted
+}
+
+// settleLocked ends t's wait: admitted when refusal is nil.
+func settleLocked(t *Task, refusal *RejectError) {
+	w := t.waiter
+	t.waiter = nil
+	w.settled, w.refusal = true, refusal
+	close(w.done)
+}
+
 // waitLocked parks the submitter until a slot frees (Wait policy). It is
 // called with mu held and returns with it released.
 func (p *Pool) waitLocked(ctx context.Context, t *Task, maxWait time.Duration) (*Task, error) {
 	if maxWait == 0 {
 		maxWait = p.maxWait
 	}
+	w := &waiter{done: make(chan struct{})}
+	recycle := t.recycle // once admitted, t may run and be reused before we wake
 	t.state = statePending
-	t.admitted = make(chan struct{})
+	t.waiter = w
 	p.pending.pushBack(t)
 	p.mu.Unlock()
 
@@ -281,36 +333,46 @@ func (p *Pool) waitLocked(ctx context.Context, t *Task, maxWait time.Duration) (
 	}
 	var cause error
 	select {
-	case <-t.admitted:
+	case <-w.done:
 	case <-ctx.Done():
 		cause = context.Cause(ctx)
 	case <-timeout:
 	}
 
 	p.mu.Lock()
-	if t.state == statePending {
+	if !w.settled { // still pending: t is ours
 		p.pending.remove(t)
 		t.state = stateDone
+		t.waiter = nil
 		err := p.refuseLocked(t, ReasonQueueFull, cause)
 		p.mu.Unlock()
 		p.onReject(t, err)
 		return nil, err
 	}
-	refusal := t.refusal
+	refusal := w.refusal
 	p.mu.Unlock()
 	if refusal != nil {
-		p.onReject(t, refusal)
+		p.onReject(t, refusal) // refused tasks are never recycled
 		return nil, refusal
+	}
+	if recycle {
+		return nil, nil
 	}
 	return t, nil
 }
 
-// admitPendingLocked moves waiting submitters into free queue slots.
+// admitPendingLocked moves waiting submitters into free queue slots, in
+// FIFO order, once the queue has drained to half its size: a producer
+// blocked on a full queue then wakes once per half queue instead of once per
+// task, which keeps it from trading places with a worker on every task.
 func (p *Pool) admitPendingLocked() {
+	if p.pending.n == 0 || p.queued > p.queueSize/2 {
+		return
+	}
 	for p.pending.n > 0 && p.queued < p.queueSize {
 		t := p.pending.popFront()
 		p.enqueueLocked(t)
-		close(t.admitted)
+		settleLocked(t, nil)
 	}
 }
 
@@ -371,7 +433,7 @@ func (p *Pool) work(t *Task) {
 		}
 	}()
 	for t != nil {
-		out, err := p.execute(t)
+		start, out, err := p.execute(t)
 		p.mu.Lock()
 		p.countLocked(out)
 		if out == outReturned {
@@ -379,7 +441,7 @@ func (p *Pool) work(t *Task) {
 		}
 		next := p.nextLocked()
 		p.mu.Unlock()
-		p.finish(t, err, out)
+		p.finish(t, start, err, out)
 		if next == nil {
 			// Park or exit only after t's hooks ran, so that Close never
 			// returns while a hook is still running.
@@ -448,7 +510,7 @@ func (p *Pool) nextLocked() *Task {
 			if t = p.pending.popFront(); t == nil {
 				return nil
 			}
-			close(t.admitted)
+			settleLocked(t, nil)
 			p.takeLocked(t)
 			return t
 		}
@@ -471,10 +533,10 @@ func (p *Pool) nextLocked() *Task {
 
 // dropCauseLocked says why a task just taken from the queue must not start,
 // or nil.
+//
+// A task whose context has ended is left to execute, which checks outside
+// the lock.
 func (p *Pool) dropCauseLocked(t *Task) error {
-	if t.ctx.Err() != nil {
-		return context.Cause(t.ctx)
-	}
 	if t.maxQWait <= 0 && p.codelTgt <= 0 {
 		return nil
 	}
@@ -496,18 +558,20 @@ func (p *Pool) dropCauseLocked(t *Task) error {
 // execute runs one task on the calling worker and classifies the outcome.
 // A panic is recovered with its stack; runtime.Goexit is not stoppable and
 // unwinds into work's deferred handler.
-func (p *Pool) execute(t *Task) (out outcome, err error) {
+func (p *Pool) execute(t *Task) (start time.Time, out outcome, err error) {
 	if p.hard.Err() != nil {
-		return outReturned, &RejectError{Reason: ReasonClosed}
+		return start, outReturned, &RejectError{Reason: ReasonClosed}
 	}
 	if t.ctx.Err() != nil {
-		return outExpired, &RejectError{Reason: ReasonExpired, Cause: context.Cause(t.ctx)}
+		return start, outExpired, &RejectError{Reason: ReasonExpired, Cause: context.Cause(t.ctx)}
 	}
 	var ctx context.Context
-	if t.ctx.Done() == nil {
-		t.rctx = runCtx{Context: t.ctx, hard: p.hard}
-		ctx = &t.rctx
-	} else {
+	switch {
+	case t.recycle || isBackground(t.ctx):
+		ctx = p.hard // no values to keep; the task may be recycled
+	case t.ctx.Done() == nil:
+		ctx = (*runCtx)(t)
+	default:
 		c, cancel := context.WithCancelCause(t.ctx)
 		stop := context.AfterFunc(p.hard, func() { cancel(context.Cause(p.hard)) })
 		defer func() {
@@ -516,13 +580,11 @@ func (p *Pool) execute(t *Task) (out outcome, err error) {
 		}()
 		ctx = c
 	}
-	var start time.Time
 	if p.timed {
 		start = time.Now()
 		if p.hooks.OnStart != nil {
 			p.hooks.OnStart(Event{Tag: t.tag, Priority: t.prio, QueueWait: start.Sub(t.enqueued)})
 		}
-		t.started = start
 	}
 	normal := false
 	defer func() {
@@ -536,22 +598,34 @@ func (p *Pool) execute(t *Task) (out outcome, err error) {
 	err = t.fn(ctx)
 	normal = true
 	if err != nil {
-		return outFailed, err
+		return start, outFailed, err
 	}
-	return outOK, nil
+	return start, outOK, nil
 }
 
 // finish resolves a task that reached a worker and reports it to hooks.
-func (p *Pool) finish(t *Task, err error, out outcome) {
-	t.resolve(err)
+// A task of Go that ran goes back to taskPool.
+func (p *Pool) finish(t *Task, start time.Time, err error, out outcome) {
 	switch out {
 	case outExpired, outReturned:
+		t.resolve(err)
 		p.onReject(t, err.(*RejectError))
 		return
 	}
+	if t.recycle {
+		defer func() {
+			*t = Task{}
+			taskPool.Put(t)
+		}()
+	} else {
+		t.resolve(err)
+	}
 	if p.hooks.OnFinish != nil {
-		now := time.Now()
-		p.hooks.OnFinish(Event{Tag: t.tag, Priority: t.prio, QueueWait: t.started.Sub(t.enqueued), Run: now.Sub(t.started), Err: err})
+		ev := Event{Tag: t.tag, Priority: t.prio, Err: err}
+		if !start.IsZero() { // zero after runtime.Goexit
+			ev.QueueWait, ev.Run = start.Sub(t.enqueued), time.Since(start)
+		}
+		p.hooks.OnFinish(ev)
 	}
 	if out == outPanicked && p.hooks.OnPanic != nil {
 		p.hooks.OnPanic(Event{Tag: t.tag, Priority: t.prio, Err: err})
@@ -565,7 +639,7 @@ func (p *Pool) finishGoexit(t *Task) {
 	p.mu.Lock()
 	p.countLocked(outFailed)
 	p.mu.Unlock()
-	p.finish(t, ErrGoexit, outFailed)
+	p.finish(t, time.Time{}, ErrGoexit, outFailed)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.live <= p.workers {
@@ -610,6 +684,12 @@ func (p *Pool) SetQueueSize(n int) {
 	p.admitPendingLocked()
 }
 
+// isBackground reports whether ctx is context.Background() or
+// context.TODO(): no values, no deadline, never done.
+func isBackground(ctx context.Context) bool {
+	return ctx == context.Background() || ctx == context.TODO()
+}
+
 // wakeIdleLocked pops the most recently parked worker and hands it t (nil
 // tells it to exit).
 func (p *Pool) wakeIdleLocked(t *Task) {
@@ -641,8 +721,7 @@ func (p *Pool) Close(ctx context.Context) ([]*Task, error) {
 		p.closing = true
 		for t := p.pending.popFront(); t != nil; t = p.pending.popFront() {
 			t.state = stateDone
-			t.refusal = p.refuseLocked(t, ReasonClosed, nil)
-			close(t.admitted)
+			settleLocked(t, p.refuseLocked(t, ReasonClosed, nil))
 		}
 		for len(p.idle) > 0 {
 			p.wakeIdleLocked(nil)

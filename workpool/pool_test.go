@@ -838,3 +838,51 @@ func TestTaskWaitHonorsContext(t *testing.T) {
 		closeNow(t, p)
 	})
 }
+
+// TestGoWaitPolicyUnderLoad hammers Go with many submitters blocked by the
+// Wait policy. Go's tasks are recycled as soon as they finish, which must
+// never confuse a submitter still waking from its wait: every task runs
+// exactly once and none is refused.
+func TestGoWaitPolicyUnderLoad(t *testing.T) {
+	const users, each = 50, 400
+	p := New(Config{Workers: 4, QueueSize: 8, Policy: Wait})
+	var ran atomic.Int64
+	var wg sync.WaitGroup
+	for range users {
+		wg.Go(func() {
+			for range each {
+				if err := p.Go(context.Background(), func(context.Context) error { ran.Add(1); return nil }); err != nil {
+					t.Errorf("Go: %v", err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	closeNow(t, p)
+	s := p.Stats()
+	if ran.Load() != users*each || s.Submitted != users*each || s.Completed != users*each {
+		t.Fatalf("ran %d; stats %+v; want %d each", ran.Load(), s, users*each)
+	}
+}
+
+func TestGoReportsOutcomesToHooksAndStats(t *testing.T) {
+	var panics atomic.Int32
+	p := New(Config{Workers: 2, QueueSize: 10, Hooks: Hooks{OnPanic: func(Event) { panics.Add(1) }}})
+	if err := p.Go(context.Background(), nop); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.GoOpts(context.Background(), Options{Priority: PriorityHigh}, func(context.Context) error { return errors.New("x") }); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Go(context.WithValue(context.Background(), ctxKey{}, 1), panicky); err != nil {
+		t.Fatal(err)
+	}
+	closeNow(t, p)
+	if s := p.Stats(); s.Completed != 1 || s.Failed != 1 || s.Panicked != 1 || panics.Load() != 1 {
+		t.Fatalf("stats %+v, panics %d", s, panics.Load())
+	}
+	if err := p.Go(context.Background(), nop); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Go after Close: %v", err)
+	}
+}

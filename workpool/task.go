@@ -49,7 +49,10 @@ const (
 	Reject
 	// Wait blocks the submitter until a slot frees, its context ends, or
 	// MaxWait passes; then it refuses with ErrQueueFull. Waiting submitters
-	// are admitted in FIFO order. Waiting costs one channel allocation.
+	// are admitted in FIFO order once the queue has drained to half its size
+	// (or, with no queue, as soon as a worker is free), so a blocked
+	// producer wakes once per half queue rather than once per task. Waiting
+	// costs one channel allocation.
 	Wait
 	// ShedLowest evicts the newest queued task of the lowest priority class
 	// if that class is lower than the new task's; the evicted task resolves
@@ -109,18 +112,16 @@ type Task struct {
 	tag  any
 
 	// guarded by pool.mu
+	recycle    bool // submitted by Go: back to taskPool once finished
+	cancelable bool // ctx has a Done channel
 	state      taskState
 	prio       Priority
 	next, prev *Task
 	enqueued   time.Time     // when accepted; set only when the pool needs it
-	started    time.Time     // when fn started; set only when the pool needs it
 	stopCtx    func() bool   // stops the context.AfterFunc that expires a queued task
 	timer      *time.Timer   // the MaxQueueWait bound, nil without one
 	maxQWait   time.Duration // the MaxQueueWait bound, 0 for none
-	admitted   chan struct{} // Wait policy: closed by whoever admits or refuses the task
-	refusal    *RejectError  // Wait policy: why a pending task was refused
-
-	rctx runCtx // the context fn runs with when ctx cannot be canceled
+	waiter     *waiter       // Wait policy: the blocked submitter, while pending
 
 	mu       sync.Mutex
 	finished bool          // guarded by mu
@@ -187,15 +188,15 @@ func (t *Task) resolve(err error) {
 }
 
 // runCtx is the context a task runs with when its submitter's context has no
-// Done channel: it keeps the submitter's values and deadline-free, and ends
-// only at the pool's hard stop. Embedding it in Task avoids an allocation.
-type runCtx struct {
-	context.Context // the submitter's
-	hard            context.Context
-}
+// Done channel: it keeps the submitter's values, and ends only at the pool's
+// hard stop. It is the Task itself under another method set, so it costs no
+// allocation.
+type runCtx Task
 
-func (c *runCtx) Done() <-chan struct{} { return c.hard.Done() }
-func (c *runCtx) Err() error            { return c.hard.Err() }
+func (c *runCtx) Deadline() (time.Time, bool) { return c.ctx.Deadline() }
+func (c *runCtx) Done() <-chan struct{}       { return c.pool.hard.Done() }
+func (c *runCtx) Err() error                  { return c.pool.hard.Err() }
+func (c *runCtx) Value(key any) any           { return c.ctx.Value(key) }
 
 // Result is a handle to a task that produces a value. See SubmitResult.
 type Result[T any] struct {
