@@ -365,15 +365,17 @@ func (p *Pool) waitLocked(ctx context.Context, t *Task, maxWait time.Duration) (
 // FIFO order, once the queue has drained to half its size: a producer
 // blocked on a full queue then wakes once per half queue instead of once per
 // task, which keeps it from trading places with a worker on every task.
-func (p *Pool) admitPendingLocked() {
+func (p *Pool) admitPendingLocked() (admitted bool) {
 	if p.pending.n == 0 || p.queued > p.queueSize/2 {
-		return
+		return false
 	}
 	for p.pending.n > 0 && p.queued < p.queueSize {
 		t := p.pending.popFront()
 		p.enqueueLocked(t)
 		settleLocked(t, nil)
+		admitted = true
 	}
+	return admitted
 }
 
 // expire drops a queued task whose context ended or whose queue-wait bound
@@ -439,14 +441,21 @@ func (p *Pool) work(t *Task) {
 		if out == outReturned {
 			p.returned = append(p.returned, t)
 		}
-		next := p.nextLocked()
+		next, yield := p.nextLocked()
 		p.mu.Unlock()
 		p.finish(t, start, err, out)
+		if yield {
+			// Submitters blocked on a full queue were admitted. On a busy
+			// pool with as many workers as Ps they would wait for this
+			// worker to block, which happens only once the queue is empty;
+			// let them refill it now instead.
+			runtime.Gosched()
+		}
 		if next == nil {
 			// Park or exit only after t's hooks ran, so that Close never
 			// returns while a hook is still running.
 			p.mu.Lock()
-			if next = p.nextLocked(); next == nil {
+			if next, _ = p.nextLocked(); next == nil {
 				if !p.closing && p.live <= p.workers {
 					if w == nil {
 						w = &worker{wake: make(chan *Task, 1)}
@@ -494,11 +503,12 @@ func (p *Pool) countLocked(out outcome) {
 // highest class, or a waiting submitter's task when the queue is empty. It
 // drops tasks that must not start (context ended, queue-wait bound passed,
 // CoDel), releasing mu to resolve them. It returns nil when the worker
-// should park or exit.
-func (p *Pool) nextLocked() *Task {
+// should park or exit. yield reports that it woke blocked submitters, which
+// the caller should let run (see work).
+func (p *Pool) nextLocked() (next *Task, yield bool) {
 	for {
 		if p.live > p.workers {
-			return nil
+			return nil, yield
 		}
 		var t *Task
 		for c := numClasses - 1; c >= 0; c-- {
@@ -508,14 +518,16 @@ func (p *Pool) nextLocked() *Task {
 		}
 		if t == nil {
 			if t = p.pending.popFront(); t == nil {
-				return nil
+				return nil, yield
 			}
 			settleLocked(t, nil)
 			p.takeLocked(t)
-			return t
+			return t, yield
 		}
 		p.unqueueLocked(t)
-		p.admitPendingLocked()
+		if p.admitPendingLocked() {
+			yield = true
+		}
 		if cause := p.dropCauseLocked(t); cause != nil {
 			t.state = stateDone
 			p.stats.Expired++
@@ -527,7 +539,7 @@ func (p *Pool) nextLocked() *Task {
 		}
 		t.state = stateWorker
 		p.running++
-		return t
+		return t, yield
 	}
 }
 
@@ -643,7 +655,7 @@ func (p *Pool) finishGoexit(t *Task) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.live <= p.workers {
-		if next := p.nextLocked(); next != nil {
+		if next, _ := p.nextLocked(); next != nil {
 			go p.work(next) // the replacement takes over this worker's count
 			return
 		}
@@ -664,7 +676,7 @@ func (p *Pool) SetWorkers(n int) {
 		p.exitLocked()
 	}
 	for p.live < p.workers {
-		t := p.nextLocked()
+		t, _ := p.nextLocked()
 		if t == nil {
 			break
 		}
@@ -733,6 +745,11 @@ func (p *Pool) Close(ctx context.Context) ([]*Task, error) {
 	}
 	p.mu.Unlock()
 
+	select {
+	case <-p.stopped: // checked first: a drained pool needs no hard stop, whatever ctx says
+		return nil, nil
+	default:
+	}
 	select {
 	case <-p.stopped:
 		return nil, nil

@@ -886,3 +886,17 @@ func TestGoReportsOutcomesToHooksAndStats(t *testing.T) {
 		t.Fatalf("Go after Close: %v", err)
 	}
 }
+
+func TestCloseWithEndedContextOnIdlePool(t *testing.T) {
+	p := New(Config{})
+	if err := mustSubmit(t, p, Options{}, nop).Wait(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	for range 20 { // the drained pool must win over the ended context every time
+		if ret, err := p.Close(ctx); err != nil || len(ret) != 0 {
+			t.Fatalf("Close = %v, %v", ret, err)
+		}
+	}
+}
