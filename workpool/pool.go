@@ -162,20 +162,17 @@ func (p *Pool) submit(ctx context.Context, o Options, fn func(context.Context) e
 	if o.MaxQueueWait != 0 {
 		maxQWait = max(o.MaxQueueWait, 0)
 	}
-	var t *Task
-	if noHandle && maxQWait == 0 && isBackground(ctx) {
-		t = taskPool.Get().(*Task)
-		t.recycle = true
-	} else {
-		t = new(Task)
-	}
+	// Tasks come from taskPool; they go back to it when they were refused
+	// (nobody ever saw them) or, for Go, once they ran (see finish).
+	t := taskPool.Get().(*Task)
+	t.recycle = noHandle && maxQWait == 0 && isBackground(ctx)
 	t.fn, t.ctx, t.pool, t.tag, t.prio, t.maxQWait = fn, ctx, p, o.Tag, o.Priority, maxQWait
 	t.cancelable = !t.recycle && ctx.Done() != nil
 	if ctx.Err() != nil {
 		p.mu.Lock()
 		err := p.refuseLocked(t, ReasonExpired, context.Cause(ctx))
 		p.mu.Unlock()
-		p.onReject(t, err)
+		p.refused(t, err)
 		return nil, err
 	}
 
@@ -183,7 +180,7 @@ func (p *Pool) submit(ctx context.Context, o Options, fn func(context.Context) e
 	if p.closing {
 		err := p.refuseLocked(t, ReasonClosed, nil)
 		p.mu.Unlock()
-		p.onReject(t, err)
+		p.refused(t, err)
 		return nil, err
 	}
 	if n := len(p.idle); n > 0 {
@@ -229,7 +226,7 @@ func (p *Pool) submit(ctx context.Context, o Options, fn func(context.Context) e
 	}
 	err := p.refuseLocked(t, ReasonQueueFull, nil)
 	p.mu.Unlock()
-	p.onReject(t, err)
+	p.refused(t, err)
 	return nil, err
 }
 
@@ -346,13 +343,13 @@ func (p *Pool) waitLocked(ctx context.Context, t *Task, maxWait time.Duration) (
 		t.waiter = nil
 		err := p.refuseLocked(t, ReasonQueueFull, cause)
 		p.mu.Unlock()
-		p.onReject(t, err)
+		p.refused(t, err)
 		return nil, err
 	}
 	refusal := w.refusal
 	p.mu.Unlock()
 	if refusal != nil {
-		p.onReject(t, refusal) // refused tasks are never recycled
+		p.refused(t, refusal)
 		return nil, refusal
 	}
 	if recycle {
@@ -394,6 +391,14 @@ func (p *Pool) expire(t *Task, cause error) {
 	err := &RejectError{Reason: ReasonExpired, Cause: cause, RetryAfter: p.retryAfterLocked()}
 	p.mu.Unlock()
 	p.drop(t, err)
+}
+
+// refused reports a task refused at submission to the hook and recycles
+// it: the caller never saw it.
+func (p *Pool) refused(t *Task, err *RejectError) {
+	p.onReject(t, err)
+	*t = Task{}
+	taskPool.Put(t)
 }
 
 // drop resolves a task that was accepted but will never run.
