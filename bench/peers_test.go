@@ -1,0 +1,462 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/alitto/pond/v2"
+	"github.com/panjf2000/ants/v2"
+	"github.com/sourcegraph/conc/pool"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/sluicehq/sluice/workpool"
+)
+
+// sluiceQueueSize is the workpool queue bound used by BenchmarkPeers. With
+// the Wait policy a full queue parks the submitter (one channel allocation
+// per wait), so a deeper queue means fewer parked submitters, fewer
+// allocations and fewer wake-ups. 256, 1024 and 4096 were measured on the
+// 2-core machine described in docs/benchmarks.md (workpool a1d2e69): 4096
+// was never worse and was significantly faster on cpu/100u-1kt (-13%) and
+// io1ms/1ku-20t (-12%) than 256, with 28% and 52% fewer allocations there.
+const sluiceQueueSize = 4096
+
+// Sub-benchmarks run one after another, so the state the tasks touch is
+// package-level: that way every task func is a static func value, and no
+// subject pays for a per-task closure.
+var (
+	// ran counts the tasks that ran in the current iteration; each
+	// iteration resets it and checks it against the workload's task count.
+	ran atomic.Int64
+	// sink receives a CPU task's result only when it is zero, which it
+	// never is; the branch keeps the compiler from dropping the loop.
+	sink atomic.Uint64
+	// taskWG is used by the subjects that have no wait of their own
+	// (ants, plain goroutines): one Add per task before submission, one
+	// Done at the end of the task.
+	taskWG sync.WaitGroup
+)
+
+// cpuWork spins about 200 xorshift rounds on a value seeded by the task
+// counter, then counts the task.
+func cpuWork() {
+	x := uint64(ran.Add(1))*0x9E3779B97F4A7C15 | 1
+	for range 200 {
+		x ^= x << 13
+		x ^= x >> 7
+		x ^= x << 17
+	}
+	if x == 0 {
+		sink.Store(x)
+	}
+}
+
+// ioWork stands for a 1 ms call to a dependency.
+func ioWork() {
+	time.Sleep(time.Millisecond)
+	ran.Add(1)
+}
+
+func cpuPlain()                    { cpuWork() }
+func cpuErr() error                { cpuWork(); return nil }
+func cpuCtx(context.Context) error { cpuWork(); return nil }
+func cpuDone()                     { cpuWork(); taskWG.Done() }
+func ioPlain()                     { ioWork() }
+func ioErr() error                 { ioWork(); return nil }
+func ioCtx(context.Context) error  { ioWork(); return nil }
+func ioDone()                      { ioWork(); taskWG.Done() }
+
+// taskSet is one workload's task in the shape each subject's API takes.
+// All are static funcs: submitting one allocates nothing on our side.
+type taskSet struct {
+	plain    func()                      // pond, conc
+	withErr  func() error                // errgroup
+	withCtx  func(context.Context) error // sluice
+	withDone func()                      // ants, goroutines: also taskWG.Done
+}
+
+var (
+	cpuTasks = taskSet{cpuPlain, cpuErr, cpuCtx, cpuDone}
+	ioTasks  = taskSet{ioPlain, ioErr, ioCtx, ioDone}
+)
+
+type workload struct {
+	name    string
+	users   int // submitter goroutines
+	perUser int // tasks each submitter submits
+	limit   int // concurrency bound given to the pools
+	tasks   taskSet
+}
+
+func (w workload) total() int { return w.users * w.perUser }
+
+// subject is one pool under test. start builds the pool for one iteration,
+// submit hands it one task (from several goroutines at once), and stop
+// waits until every submitted task ran and every goroutine the pool
+// started has returned.
+type subject interface {
+	start(limit int, ts taskSet)
+	submit() error
+	stop() error
+}
+
+type sluiceSubject struct {
+	p  *workpool.Pool
+	fn func(context.Context) error
+}
+
+func (s *sluiceSubject) start(limit int, ts taskSet) {
+	s.fn = ts.withCtx
+	s.p = workpool.New(workpool.Config{Workers: limit, QueueSize: sluiceQueueSize, Policy: workpool.Wait})
+}
+
+func (s *sluiceSubject) submit() error {
+	_, err := s.p.Submit(context.Background(), s.fn)
+	return err
+}
+
+func (s *sluiceSubject) stop() error {
+	// Close waits for every accepted task (the context never ends) and
+	// for every worker to return.
+	_, err := s.p.Close(context.Background())
+	return err
+}
+
+// sluiceGoSubject ("sluice") uses Pool.Go, workpool's entry point for
+// callers that need no handle: the counterpart of pond's Go, errgroup's Go,
+// conc's Go and ants' Submit used below, none of which returns a handle.
+// With context.Background() the pool recycles the task's memory. The
+// "sluice-submit" row (sluiceSubject) shows what the handle of Submit
+// costs.
+type sluiceGoSubject struct{ sluiceSubject }
+
+func (s *sluiceGoSubject) submit() error {
+	return s.p.Go(context.Background(), s.fn)
+}
+
+type pondSubject struct {
+	p  pond.Pool
+	fn func()
+}
+
+func (s *pondSubject) start(limit int, ts taskSet) {
+	s.fn = ts.plain
+	s.p = pond.NewPool(limit) // unbounded queue, the default
+}
+
+// submit uses Go, pond's cheapest entry point: it returns an error instead
+// of allocating a future that nobody would wait on.
+func (s *pondSubject) submit() error { return s.p.Go(s.fn) }
+
+func (s *pondSubject) stop() error { s.p.StopAndWait(); return nil }
+
+type antsSubject struct {
+	p  *ants.Pool
+	fn func()
+}
+
+func (s *antsSubject) start(limit int, ts taskSet) {
+	s.fn = ts.withDone
+	p, err := ants.NewPool(limit) // blocking Submit, the default
+	if err != nil {
+		panic(err)
+	}
+	s.p = p
+}
+
+func (s *antsSubject) submit() error {
+	taskWG.Add(1)
+	if err := s.p.Submit(s.fn); err != nil {
+		taskWG.Done()
+		return err
+	}
+	return nil
+}
+
+func (s *antsSubject) stop() error {
+	taskWG.Wait()
+	// ReleaseTimeout also waits for ants' workers and its purge and
+	// ticktock goroutines to exit, like the other subjects' teardown.
+	return s.p.ReleaseTimeout(10 * time.Second)
+}
+
+type errgroupSubject struct {
+	g  *errgroup.Group
+	fn func() error
+}
+
+func (s *errgroupSubject) start(limit int, ts taskSet) {
+	s.fn = ts.withErr
+	s.g = new(errgroup.Group)
+	s.g.SetLimit(limit)
+}
+
+func (s *errgroupSubject) submit() error { s.g.Go(s.fn); return nil }
+func (s *errgroupSubject) stop() error   { return s.g.Wait() }
+
+// concSubject serializes its submitters with a mutex: conc's documentation
+// does not promise that Pool.Go is safe to call from several goroutines at
+// once, so the benchmark does not rely on it. This only matters for the
+// multi-submitter workloads.
+type concSubject struct {
+	mu sync.Mutex
+	p  *pool.Pool
+	fn func()
+}
+
+func (s *concSubject) start(limit int, ts taskSet) {
+	s.fn = ts.plain
+	s.p = pool.New().WithMaxGoroutines(limit)
+}
+
+func (s *concSubject) submit() error {
+	s.mu.Lock()
+	s.p.Go(s.fn)
+	s.mu.Unlock()
+	return nil
+}
+
+func (s *concSubject) stop() error { s.p.Wait(); return nil }
+
+// goroutineSubject starts one goroutine per task: no bound at all, so on
+// the io workloads it is not held to the limit of 256 the pools obey.
+type goroutineSubject struct{ fn func() }
+
+func (s *goroutineSubject) start(_ int, ts taskSet) { s.fn = ts.withDone }
+
+func (s *goroutineSubject) submit() error {
+	taskWG.Add(1)
+	go s.fn()
+	return nil
+}
+
+func (s *goroutineSubject) stop() error { taskWG.Wait(); return nil }
+
+// The submitters read the iteration's subject and share from package-level
+// variables, so starting them allocates no closures either.
+var (
+	curSubject subject
+	curPerUser int
+	submitters sync.WaitGroup
+	submitErr  atomic.Pointer[error] // first submission error of the iteration
+)
+
+func submitLoop() {
+	defer submitters.Done()
+	s, n := curSubject, curPerUser
+	for range n {
+		if err := s.submit(); err != nil {
+			recordSubmitErr(err)
+			return
+		}
+	}
+}
+
+// recordSubmitErr keeps the first submission error. It is a separate
+// function so that only a failing submission moves an error to the heap:
+// taking &err inside submitLoop's loop would allocate on every task.
+func recordSubmitErr(err error) {
+	e := err
+	submitErr.CompareAndSwap(nil, &e)
+}
+
+// BenchmarkPeers compares workpool with its peers, pond-benchmarks style:
+// each iteration creates the pool, submits every task from the workload's
+// submitters, waits for every task and tears the pool down, all timed.
+// ns/task is the elapsed time divided by the number of tasks run.
+func BenchmarkPeers(b *testing.B) {
+	procs := runtime.GOMAXPROCS(0)
+	workloads := []workload{
+		{"cpu/1u-100kt", 1, 100_000, procs, cpuTasks},
+		{"cpu/100u-1kt", 100, 1_000, procs, cpuTasks},
+		{"io1ms/1u-20kt", 1, 20_000, 256, ioTasks},
+		{"io1ms/1ku-20t", 1_000, 20, 256, ioTasks},
+	}
+	subjects := []struct {
+		name string
+		s    subject
+	}{
+		{"sluice", new(sluiceGoSubject)},
+		{"sluice-submit", new(sluiceSubject)},
+		{"pond", new(pondSubject)},
+		{"ants", new(antsSubject)},
+		{"errgroup", new(errgroupSubject)},
+		{"conc", new(concSubject)},
+		{"goroutines", new(goroutineSubject)},
+	}
+	for _, w := range workloads {
+		b.Run(w.name, func(b *testing.B) {
+			for _, sub := range subjects {
+				b.Run(sub.name, func(b *testing.B) {
+					runPeer(b, w, sub.s)
+				})
+			}
+		})
+	}
+}
+
+func runPeer(b *testing.B, w workload, s subject) {
+	tasks := w.total()
+	b.ReportAllocs()
+	for b.Loop() {
+		ran.Store(0)
+		submitErr.Store(nil)
+		curSubject, curPerUser = s, w.perUser
+
+		s.start(w.limit, w.tasks)
+		submitters.Add(w.users)
+		for range w.users {
+			go submitLoop()
+		}
+		submitters.Wait()
+		stopErr := s.stop()
+
+		if p := submitErr.Load(); p != nil {
+			b.Fatalf("submit: %v", *p)
+		}
+		if stopErr != nil {
+			b.Fatalf("stop: %v", stopErr)
+		}
+		if got := ran.Load(); got != int64(tasks) {
+			b.Fatalf("%d tasks ran, want %d", got, tasks)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*tasks), "ns/task")
+}
+
+// blockers hold a rejection benchmark's pool full: each takes one worker or
+// queue slot and returns when release is closed.
+var release chan struct{}
+
+func blockCtx(context.Context) error { <-release; return nil }
+func block()                         { <-release }
+
+// BenchmarkReject measures refusing a task when every worker is busy and
+// the queue is full: the cost a caller pays to learn it must back off.
+func BenchmarkReject(b *testing.B) {
+	b.Run("sluice-submit", func(b *testing.B) {
+		release = make(chan struct{})
+		p := workpool.New(workpool.Config{Workers: 1, QueueSize: 1, Policy: workpool.Reject})
+		ctx := context.Background()
+		for range 2 { // one running, one queued
+			if _, err := p.Submit(ctx, blockCtx); err != nil {
+				b.Fatal(err)
+			}
+		}
+		waitFor(b, func() bool { st := p.Stats(); return st.Running == 1 && st.TotalQueued() == 1 })
+		// re is declared outside the loop: errors.As makes it escape, and a
+		// per-iteration variable would charge the harness's allocation to
+		// the pool.
+		var re *workpool.RejectError
+		b.ReportAllocs()
+		for b.Loop() {
+			re = nil
+			_, err := p.Submit(ctx, blockCtx)
+			if !errors.As(err, &re) || !errors.Is(err, workpool.ErrQueueFull) {
+				b.Fatalf("Submit = %v, want a *RejectError matching ErrQueueFull", err)
+			}
+		}
+		b.StopTimer()
+		close(release)
+		if _, err := p.Close(ctx); err != nil {
+			b.Fatal(err)
+		}
+	})
+
+	b.Run("sluice", func(b *testing.B) {
+		release = make(chan struct{})
+		p := workpool.New(workpool.Config{Workers: 1, QueueSize: 1, Policy: workpool.Reject})
+		ctx := context.Background()
+		for range 2 { // one running, one queued
+			if err := p.Go(ctx, blockCtx); err != nil {
+				b.Fatal(err)
+			}
+		}
+		waitFor(b, func() bool { st := p.Stats(); return st.Running == 1 && st.TotalQueued() == 1 })
+		var re *workpool.RejectError // outside the loop, as above
+		b.ReportAllocs()
+		for b.Loop() {
+			re = nil
+			err := p.Go(ctx, blockCtx)
+			if !errors.As(err, &re) || !errors.Is(err, workpool.ErrQueueFull) {
+				b.Fatalf("Go = %v, want a *RejectError matching ErrQueueFull", err)
+			}
+		}
+		b.StopTimer()
+		close(release)
+		if _, err := p.Close(ctx); err != nil {
+			b.Fatal(err)
+		}
+	})
+
+	// pond: Go on a non-blocking pool returns ErrQueueFull without a future;
+	// TrySubmit is the entry point that returns a future and a bool.
+	for _, variant := range []string{"pond-go", "pond-trysubmit"} {
+		b.Run(variant, func(b *testing.B) {
+			release = make(chan struct{})
+			p := pond.NewPool(1, pond.WithQueueSize(1), pond.WithNonBlocking(true))
+			for range 2 {
+				if err := p.Go(block); err != nil {
+					b.Fatal(err)
+				}
+			}
+			waitFor(b, func() bool { return p.RunningWorkers() == 1 && p.WaitingTasks() == 1 })
+			b.ReportAllocs()
+			for b.Loop() {
+				if variant == "pond-go" {
+					if err := p.Go(block); !errors.Is(err, pond.ErrQueueFull) {
+						b.Fatalf("Go = %v, want ErrQueueFull", err)
+					}
+				} else {
+					if _, ok := p.TrySubmit(block); ok {
+						b.Fatal("TrySubmit accepted a task on a full pool")
+					}
+				}
+			}
+			b.StopTimer()
+			close(release)
+			p.StopAndWait()
+		})
+	}
+
+	// ants has no queue: with Nonblocking a pool of 1 busy worker is full.
+	b.Run("ants", func(b *testing.B) {
+		release = make(chan struct{})
+		p, err := ants.NewPool(1, ants.WithNonblocking(true))
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := p.Submit(block); err != nil {
+			b.Fatal(err)
+		}
+		waitFor(b, func() bool { return p.Running() == 1 })
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := p.Submit(block); !errors.Is(err, ants.ErrPoolOverload) {
+				b.Fatalf("Submit = %v, want ErrPoolOverload", err)
+			}
+		}
+		b.StopTimer()
+		close(release)
+		if err := p.ReleaseTimeout(10 * time.Second); err != nil {
+			b.Fatal(err)
+		}
+	})
+}
+
+// waitFor polls cond until it holds, for at most 5 seconds.
+func waitFor(b *testing.B, cond func() bool) {
+	b.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			b.Fatal("condition not reached within 5s")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
