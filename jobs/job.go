@@ -1,0 +1,229 @@
+package jobs
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+)
+
+// State is where a job is in its life. See docs/jobs.md for the diagram.
+type State string
+
+// The states. Waiting covers jobs scheduled for later and jobs waiting out
+// a retry backoff (RunAt in the future). The last five are terminal.
+const (
+	StateWaiting   State = "waiting"
+	StateRunning   State = "running"
+	StateSucceeded State = "succeeded"
+	StateFailed    State = "failed"   // attempts exhausted, or a permanent error
+	StateCanceled  State = "canceled" // by Cancel, or by its group's failure
+	StateExpired   State = "expired"  // its deadline passed before it could run
+	StateShed      State = "shed"     // evicted from a full queue by higher-priority work
+)
+
+// Terminal reports whether s is a final state.
+func (s State) Terminal() bool {
+	switch s {
+	case StateSucceeded, StateFailed, StateCanceled, StateExpired, StateShed:
+		return true
+	}
+	return false
+}
+
+// Valid reports whether s is one of the states.
+func (s State) Valid() bool { return s == StateWaiting || s == StateRunning || s.Terminal() }
+
+// Limits on job fields.
+const (
+	MaxPriority       = 9
+	DefaultQueue      = "default"
+	DefaultAttempts   = 5
+	DefaultBackoffMin = time.Second
+	DefaultBackoffMax = 10 * time.Minute
+	maxNameLen        = 128
+)
+
+// NewJob describes a job to enqueue. The zero value of each optional field
+// takes the default its comment names.
+type NewJob struct {
+	Kind    string          // required: selects the handler
+	Queue   string          // "" means DefaultQueue
+	Payload json.RawMessage // JSON; nil means null
+	// Priority 0..MaxPriority; higher runs first and is shed last. 0 is the default.
+	Priority int
+	// IdempotencyKey, when set, makes Enqueue return the existing job with
+	// the same key (within the queue's idempotency window) instead of a
+	// new one.
+	IdempotencyKey string
+	RunAt          time.Time     // zero means now
+	Deadline       time.Time     // zero means none; after it the job never starts (StateExpired)
+	AttemptTimeout time.Duration // zero means none (the deadline still bounds each attempt)
+	MaxAttempts    int           // zero means DefaultAttempts
+	BackoffMin     time.Duration // zero means DefaultBackoffMin
+	BackoffMax     time.Duration // zero means DefaultBackoffMax
+	// Group, when set, joins the job to a group (see GroupStatus);
+	// CancelGroupOnFailure makes a final failure of this job cancel the
+	// group's other unfinished jobs.
+	Group                string
+	CancelGroupOnFailure bool
+}
+
+// Job is a stored job.
+type Job struct {
+	ID int64
+	NewJob
+	State     State
+	Attempt   int    // attempts started so far
+	LastError string // the error of the last failed attempt
+	// Reason says why a job ended in StateCanceled, StateExpired or
+	// StateShed, or failed without running out of attempts.
+	Reason          string
+	CreatedAt       time.Time
+	UpdatedAt       time.Time
+	FinishedAt      time.Time // zero until terminal
+	LeaseOwner      string    // running jobs: the worker that holds the lease
+	LeaseExpiresAt  time.Time // running jobs
+	CancelRequested bool      // running jobs: Cancel was called
+}
+
+// ValidationError is a bad field in a NewJob or a QueueConfig. Field names
+// the field as the HTTP API spells it.
+type ValidationError struct {
+	Field string
+	Msg   string
+}
+
+func (e *ValidationError) Error() string { return fmt.Sprintf("jobs: invalid %s: %s", e.Field, e.Msg) }
+
+// Normalize fills defaults and checks the fields, returning a
+// *ValidationError for the first bad one.
+func (n *NewJob) Normalize(now time.Time) error {
+	switch {
+	case n.Kind == "" || len(n.Kind) > maxNameLen:
+		return &ValidationError{"kind", fmt.Sprintf("must be 1..%d bytes", maxNameLen)}
+	case len(n.Queue) > maxNameLen:
+		return &ValidationError{"queue", fmt.Sprintf("must be at most %d bytes", maxNameLen)}
+	case n.Priority < 0 || n.Priority > MaxPriority:
+		return &ValidationError{"priority", fmt.Sprintf("must be 0..%d", MaxPriority)}
+	case n.AttemptTimeout < 0:
+		return &ValidationError{"attempt_timeout", "must not be negative"}
+	case n.MaxAttempts < 0:
+		return &ValidationError{"max_attempts", "must not be negative"}
+	case n.BackoffMin < 0 || n.BackoffMax < 0:
+		return &ValidationError{"backoff", "must not be negative"}
+	case len(n.IdempotencyKey) > 256:
+		return &ValidationError{"idempotency_key", "must be at most 256 bytes"}
+	case len(n.Group) > maxNameLen:
+		return &ValidationError{"group", fmt.Sprintf("must be at most %d bytes", maxNameLen)}
+	}
+	if n.Payload != nil && !json.Valid(n.Payload) {
+		return &ValidationError{"payload", "must be valid JSON"}
+	}
+	if n.Queue == "" {
+		n.Queue = DefaultQueue
+	}
+	if n.Payload == nil {
+		n.Payload = json.RawMessage("null")
+	}
+	if n.RunAt.IsZero() {
+		n.RunAt = now
+	}
+	if n.MaxAttempts == 0 {
+		n.MaxAttempts = DefaultAttempts
+	}
+	if n.BackoffMin == 0 {
+		n.BackoffMin = DefaultBackoffMin
+	}
+	if n.BackoffMax == 0 {
+		n.BackoffMax = DefaultBackoffMax
+	}
+	if n.BackoffMax < n.BackoffMin {
+		return &ValidationError{"backoff", "max must not be below min"}
+	}
+	if !n.Deadline.IsZero() && !n.Deadline.After(now) {
+		return &ValidationError{"deadline", "must be in the future"}
+	}
+	return nil
+}
+
+// FullPolicy says what Enqueue does when a queue is at capacity.
+type FullPolicy string
+
+// The policies.
+const (
+	FullReject FullPolicy = "reject" // refuse with a *QueueFullError
+	FullShed   FullPolicy = "shed"   // shed the lowest-priority waiting job if the new one outranks it, else refuse
+	FullWait   FullPolicy = "wait"   // retry for up to QueueConfig.MaxWait, then refuse
+)
+
+// QueueConfig is a queue's configuration, stored with the jobs.
+type QueueConfig struct {
+	Name string
+	// Concurrency bounds how many of the queue's jobs one worker runs at
+	// once. Zero means DefaultConcurrency.
+	Concurrency int
+	// Capacity bounds the queue's waiting jobs. Zero means
+	// DefaultCapacity.
+	Capacity int
+	// Policy when full; "" means FullReject.
+	Policy FullPolicy
+	// MaxWait bounds the wait of FullWait. Zero means 1s.
+	MaxWait time.Duration
+	// RateLimit, when positive, bounds job starts per second per worker,
+	// with bursts of RateBurst (zero means 1).
+	RateLimit float64
+	RateBurst int
+	// Paused queues accept jobs but start none.
+	Paused bool
+	// IdempotencyWindow is how long an idempotency key stays bound to its
+	// job. Zero means 24h.
+	IdempotencyWindow time.Duration
+}
+
+// Queue defaults.
+const (
+	DefaultConcurrency       = 10
+	DefaultCapacity          = 100_000
+	DefaultIdempotencyWindow = 24 * time.Hour
+)
+
+// Normalize fills defaults and checks the fields.
+func (q *QueueConfig) Normalize() error {
+	switch {
+	case q.Name == "" || len(q.Name) > maxNameLen:
+		return &ValidationError{"name", fmt.Sprintf("must be 1..%d bytes", maxNameLen)}
+	case q.Concurrency < 0:
+		return &ValidationError{"concurrency", "must not be negative"}
+	case q.Capacity < 0:
+		return &ValidationError{"capacity", "must not be negative"}
+	case q.MaxWait < 0:
+		return &ValidationError{"max_wait", "must not be negative"}
+	case q.RateLimit < 0 || q.RateBurst < 0:
+		return &ValidationError{"rate_limit", "must not be negative"}
+	case q.IdempotencyWindow < 0:
+		return &ValidationError{"idempotency_window", "must not be negative"}
+	}
+	switch q.Policy {
+	case "":
+		q.Policy = FullReject
+	case FullReject, FullShed, FullWait:
+	default:
+		return &ValidationError{"policy", `must be "reject", "shed" or "wait"`}
+	}
+	if q.Concurrency == 0 {
+		q.Concurrency = DefaultConcurrency
+	}
+	if q.Capacity == 0 {
+		q.Capacity = DefaultCapacity
+	}
+	if q.MaxWait == 0 {
+		q.MaxWait = time.Second
+	}
+	if q.RateLimit > 0 && q.RateBurst == 0 {
+		q.RateBurst = 1
+	}
+	if q.IdempotencyWindow == 0 {
+		q.IdempotencyWindow = DefaultIdempotencyWindow
+	}
+	return nil
+}

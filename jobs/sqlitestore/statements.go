@@ -1,0 +1,228 @@
+package sqlitestore
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/sluicehq/sluice/jobs"
+)
+
+// jobCols are the columns scanJob reads, in its order.
+const jobCols = `id, queue, kind, payload, priority, COALESCE(idempotency_key, ''), run_at,
+	COALESCE(deadline, 0), attempt_timeout, max_attempts, backoff_min, backoff_max,
+	COALESCE(group_name, ''), cancel_group_on_failure, state, attempt, last_error, reason,
+	created_at, updated_at, COALESCE(finished_at, 0), COALESCE(lease_owner, ''),
+	COALESCE(lease_expires_at, 0), cancel_requested`
+
+type scanner interface{ Scan(dest ...any) error }
+
+// scanJob reads one row of jobCols.
+func scanJob(sc scanner) (*jobs.Job, error) {
+	var (
+		j                                          jobs.Job
+		payload                                    []byte
+		runAt, deadline, created, updated, fin, le int64
+		attemptTimeout, bmin, bmax                 int64
+		cancelGroup, cancelReq                     int64
+		state                                      string
+	)
+	err := sc.Scan(&j.ID, &j.Queue, &j.Kind, &payload, &j.Priority, &j.IdempotencyKey, &runAt,
+		&deadline, &attemptTimeout, &j.MaxAttempts, &bmin, &bmax,
+		&j.Group, &cancelGroup, &state, &j.Attempt, &j.LastError, &j.Reason,
+		&created, &updated, &fin, &j.LeaseOwner,
+		&le, &cancelReq)
+	if err != nil {
+		return nil, err
+	}
+	j.Payload = json.RawMessage(payload)
+	j.RunAt = fromNanos(runAt)
+	j.Deadline = fromNanos(deadline)
+	j.AttemptTimeout = time.Duration(attemptTimeout)
+	j.BackoffMin = time.Duration(bmin)
+	j.BackoffMax = time.Duration(bmax)
+	j.CancelGroupOnFailure = cancelGroup != 0
+	j.State = jobs.State(state)
+	j.CreatedAt = fromNanos(created)
+	j.UpdatedAt = fromNanos(updated)
+	j.FinishedAt = fromNanos(fin)
+	j.LeaseExpiresAt = fromNanos(le)
+	j.CancelRequested = cancelReq != 0
+	return &j, nil
+}
+
+// The fencing condition of Complete and Heartbeat: ?1 id, ?2 attempt,
+// ?3 owner.
+const fenced = `WHERE id = ?1 AND attempt = ?2 AND lease_owner = ?3 AND state = 'running'`
+
+// What a fenced Complete statement returns: enough to run the group rule.
+const completeReturning = ` RETURNING state, COALESCE(group_name, ''), cancel_group_on_failure`
+
+// The SQL of the prepared statements.
+const (
+	sqlInsertJob = `INSERT INTO jobs (queue, kind, payload, priority, idempotency_key, run_at,
+	deadline, attempt_timeout, max_attempts, backoff_min, backoff_max, group_name,
+	cancel_group_on_failure, state, created_at, updated_at)
+	VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, 'waiting', ?14, ?14)`
+
+	sqlIdempotent = `SELECT ` + jobCols + ` FROM jobs
+	WHERE queue = ?1 AND idempotency_key = ?2 ORDER BY id DESC LIMIT 1`
+
+	sqlQueueForEnqueue = `SELECT capacity, policy, idempotency_window, waiting FROM queues WHERE name = ?1`
+
+	sqlQueueInsertDefault = `INSERT INTO queues (name, concurrency, capacity, policy, max_wait,
+	rate_limit, rate_burst, paused, idempotency_window)
+	VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (name) DO NOTHING`
+
+	// The job that would run last: the reverse of Fetch's order.
+	sqlShedVictim = `SELECT id FROM jobs
+	WHERE queue = ?1 AND state = 'waiting' AND priority < ?2
+	ORDER BY priority, run_at DESC, id DESC LIMIT 1`
+
+	sqlShed = `UPDATE jobs SET state = 'shed', reason = ?2, finished_at = ?3, updated_at = ?3
+	WHERE id = ?1 AND state = 'waiting'`
+
+	// The last (up to retryAfterSample) completions of queue ?1 in the
+	// window ?3 before now ?2.
+	sqlRetryAfter = `SELECT count(*), COALESCE(min(finished_at), 0) FROM (
+	SELECT finished_at FROM jobs WHERE queue = ?1 AND finished_at > ?2 - ?3 AND finished_at <= ?2
+	ORDER BY finished_at DESC LIMIT 100)`
+	retryAfterSample = 100
+
+	// ?1 id, ?2 attempt, ?3 owner, ?4 lease expiry.
+	sqlHeartbeat = `UPDATE jobs SET lease_expires_at = ?4 ` + fenced + ` RETURNING cancel_requested`
+
+	// Complete, one statement per outcome kind; ?4 is now.
+	sqlSucceeded = `UPDATE jobs SET state = 'succeeded', finished_at = ?4, updated_at = ?4,
+	lease_owner = NULL, lease_expires_at = NULL ` + fenced + completeReturning
+
+	// Many Succeeded outcomes in one statement: ?1 is a JSON array of
+	// [id, attempt] pairs, ?2 now, ?3 owner.
+	sqlSucceededBatch = `UPDATE jobs SET state = 'succeeded', finished_at = ?2, updated_at = ?2,
+	lease_owner = NULL, lease_expires_at = NULL
+	FROM (SELECT value ->> 0 AS oid, value ->> 1 AS oattempt FROM json_each(?1)) AS o
+	WHERE jobs.id = o.oid AND jobs.attempt = o.oattempt AND jobs.lease_owner = ?3 AND jobs.state = 'running'
+	RETURNING jobs.id`
+
+	// ?5 error, ?6 reason.
+	sqlFailed = `UPDATE jobs SET state = 'failed', last_error = ?5, reason = ?6, finished_at = ?4,
+	updated_at = ?4, lease_owner = NULL, lease_expires_at = NULL ` + fenced + completeReturning
+
+	// ?5 reason; an empty one keeps the reason Cancel stored.
+	sqlCanceled = `UPDATE jobs SET state = 'canceled', reason = CASE WHEN ?5 <> '' THEN ?5 ELSE reason END,
+	finished_at = ?4, updated_at = ?4, lease_owner = NULL, lease_expires_at = NULL ` + fenced + completeReturning
+
+	// ?5 reason.
+	sqlExpired = `UPDATE jobs SET state = 'expired',
+	reason = CASE WHEN ?5 <> '' THEN ?5 ELSE 'deadline passed while running' END,
+	finished_at = ?4, updated_at = ?4, lease_owner = NULL, lease_expires_at = NULL ` + fenced + completeReturning
+
+	// ?5 error, ?6 run at. A job whose cancellation was requested ends
+	// canceled instead of waiting; one out of attempts fails.
+	sqlRetry = `UPDATE jobs SET
+	state = CASE WHEN cancel_requested <> 0 THEN 'canceled'
+		WHEN attempt >= max_attempts THEN 'failed' ELSE 'waiting' END,
+	run_at = CASE WHEN cancel_requested <> 0 OR attempt >= max_attempts THEN run_at ELSE ?6 END,
+	finished_at = CASE WHEN cancel_requested <> 0 OR attempt >= max_attempts THEN ?4 END,
+	last_error = ?5, updated_at = ?4, lease_owner = NULL, lease_expires_at = NULL ` + fenced + completeReturning
+
+	sqlReleased = `UPDATE jobs SET
+	state = CASE WHEN cancel_requested <> 0 THEN 'canceled' ELSE 'waiting' END,
+	finished_at = CASE WHEN cancel_requested <> 0 THEN ?4 END,
+	attempt = attempt - 1, updated_at = ?4, lease_owner = NULL, lease_expires_at = NULL ` + fenced + completeReturning
+
+	// ?1 group, ?2 reason, ?3 now.
+	sqlGroupCancelWaiting = `UPDATE jobs SET state = 'canceled', reason = ?2, finished_at = ?3, updated_at = ?3
+	WHERE group_name = ?1 AND state = 'waiting'`
+	sqlGroupCancelRunning = `UPDATE jobs SET cancel_requested = 1, reason = ?2, updated_at = ?3
+	WHERE group_name = ?1 AND state = 'running' AND cancel_requested = 0`
+)
+
+var (
+	// ?1 queue, ?2 owner, ?3 lease expiry, ?4 now, ?5 limit. Listing the
+	// priorities makes SQLite seek each (queue, priority, run_at <= now)
+	// range of jobs_fetch in turn, so jobs scheduled for later are never
+	// read, however many there are.
+	sqlFetch = `UPDATE jobs SET state = 'running', attempt = attempt + 1, lease_owner = ?2,
+	lease_expires_at = ?3, updated_at = ?4, cancel_requested = 0
+	WHERE id IN (
+		SELECT id FROM jobs
+		WHERE queue = ?1 AND state = 'waiting' AND priority IN (` + priorities + `) AND run_at <= ?4
+			AND (deadline IS NULL OR deadline > ?4)
+			AND NOT EXISTS (SELECT 1 FROM queues WHERE name = ?1 AND paused <> 0)
+		ORDER BY priority DESC, run_at, id LIMIT ?5)
+	RETURNING ` + jobCols
+)
+
+// priorities lists every job priority, highest first: "9, 8, ..., 0".
+var priorities = func() string {
+	var b strings.Builder
+	for p := jobs.MaxPriority; p >= 0; p-- {
+		if p < jobs.MaxPriority {
+			b.WriteString(", ")
+		}
+		b.WriteString(strconv.Itoa(p))
+	}
+	return b.String()
+}()
+
+// statements are the writer's prepared statements.
+type statements struct {
+	insertJob, idempotent, queueForEnqueue, queueInsertDefault *sql.Stmt
+	shedVictim, shed, retryAfter                               *sql.Stmt
+	fetch, heartbeat                                           *sql.Stmt
+	succeeded, failed, canceled, expired, retry, released      *sql.Stmt
+	succeededBatch                                             *sql.Stmt
+	groupCancelWaiting, groupCancelRunning                     *sql.Stmt
+}
+
+func (s *Store) prepare(ctx context.Context) error {
+	st := &s.stmts
+	for _, p := range []struct {
+		dst **sql.Stmt
+		sql string
+	}{
+		{&st.insertJob, sqlInsertJob},
+		{&st.idempotent, sqlIdempotent},
+		{&st.queueForEnqueue, sqlQueueForEnqueue},
+		{&st.queueInsertDefault, sqlQueueInsertDefault},
+		{&st.shedVictim, sqlShedVictim},
+		{&st.shed, sqlShed},
+		{&st.retryAfter, sqlRetryAfter},
+		{&st.fetch, sqlFetch},
+		{&st.heartbeat, sqlHeartbeat},
+		{&st.succeeded, sqlSucceeded},
+		{&st.succeededBatch, sqlSucceededBatch},
+		{&st.failed, sqlFailed},
+		{&st.canceled, sqlCanceled},
+		{&st.expired, sqlExpired},
+		{&st.retry, sqlRetry},
+		{&st.released, sqlReleased},
+		{&st.groupCancelWaiting, sqlGroupCancelWaiting},
+		{&st.groupCancelRunning, sqlGroupCancelRunning},
+	} {
+		stmt, err := s.w.PrepareContext(ctx, p.sql)
+		if err != nil {
+			return fmt.Errorf("prepare %.60q: %w", p.sql, err)
+		}
+		*p.dst = stmt
+	}
+	return nil
+}
+
+func (st *statements) close() {
+	for _, p := range []*sql.Stmt{
+		st.insertJob, st.idempotent, st.queueForEnqueue, st.queueInsertDefault,
+		st.shedVictim, st.shed, st.retryAfter, st.fetch, st.heartbeat,
+		st.succeeded, st.succeededBatch, st.failed, st.canceled, st.expired, st.retry, st.released,
+		st.groupCancelWaiting, st.groupCancelRunning,
+	} {
+		if p != nil {
+			_ = p.Close()
+		}
+	}
+}

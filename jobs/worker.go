@@ -1,0 +1,735 @@
+package jobs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/sluicehq/sluice/workpool"
+)
+
+// WorkerConfig holds a Worker's optional settings. Zero values work.
+type WorkerConfig struct {
+	// ID names the worker in leases; it must differ between live workers.
+	// Empty means "<hostname>-<pid>-<random>".
+	ID string
+	// Queues to work. Nil means DefaultQueue only.
+	Queues []string
+	// Lease is how long a fetched job belongs to this worker without a
+	// heartbeat; a crashed worker's jobs are recovered this long after its
+	// last heartbeat. Zero means 10s.
+	Lease time.Duration
+	// HeartbeatInterval: zero means Lease/3.
+	HeartbeatInterval time.Duration
+	// FetchBatch bounds the jobs claimed per fetch. Zero means 500.
+	FetchBatch int
+	// PollInterval is the first wait after an empty fetch; it doubles up
+	// to MaxPollInterval while the queue stays empty. Zeros mean 10ms and
+	// 500ms.
+	PollInterval, MaxPollInterval time.Duration
+	// MaintenanceInterval: how often lease recovery, deadline expiry and
+	// queue configuration reload run. Zero means 1s.
+	MaintenanceInterval time.Duration
+	// CallTimeout bounds each store call. Zero means 5s.
+	CallTimeout time.Duration
+	// FlushDelay lets outcomes accumulate before they are written in one
+	// transaction. Zero means 2ms.
+	FlushDelay time.Duration
+	// Logger: nil means slog.Default().
+	Logger *slog.Logger
+	// Now: nil means time.Now.
+	Now func() time.Time
+	// OnRecorded, if set, is called after each batch of outcomes was
+	// written, with which ones applied (fencing may refuse stale ones).
+	OnRecorded func(outcomes []Outcome, applied []bool)
+}
+
+// Worker runs jobs: it fetches them in batches from its queues, runs their
+// handlers on a bounded workpool per queue, heartbeats their leases, and
+// records outcomes in batches. It is a lifecycle component: Start, then
+// Quiesce (stop fetching), Drain (let running jobs finish until ctx ends,
+// then cancel them: they go back to waiting without using an attempt) and
+// Stop (write the last outcomes, stop every goroutine). Stop alone does all
+// of it.
+type Worker struct {
+	store Store
+	reg   *Registry
+	cfg   WorkerConfig
+	log   *slog.Logger
+
+	fetchCtx    context.Context // canceled by Quiesce
+	stopFetch   context.CancelFunc
+	jobsCtx     context.Context // parent of every job's context; canceled with errShutdown at the drain deadline
+	cancelJobs  context.CancelCauseFunc
+	bgCtx       context.Context // heartbeats, maintenance, completer; canceled by Stop
+	stopBG      context.CancelFunc
+	fetchers    sync.WaitGroup
+	background  sync.WaitGroup
+	flushSignal chan struct{} // buffer 1; any goroutine may signal, nobody closes
+
+	mu        sync.Mutex
+	state     int                     // guarded by mu: 0 new, 1 started, 2 quiesced, 3 drained, 4 stopped
+	queues    map[string]*queueRunner // guarded by mu after Start
+	held      map[int64]*heldJob      // guarded by mu; fetched jobs whose outcome is not yet written
+	pending   []Outcome               // guarded by mu; outcomes not yet written
+	stats     WorkerStats             // guarded by mu
+	lastBeat  time.Time               // guarded by mu
+	stopErr   error                   // guarded by mu
+	stoppedCh chan struct{}           // closed when Stop finished
+}
+
+// WorkerStats counts what a worker did.
+type WorkerStats struct {
+	Fetched   int
+	Running   int
+	Recorded  map[OutcomeKind]int // outcomes written and applied
+	Stale     int                 // outcomes refused by fencing
+	StoreErrs int
+}
+
+type heldJob struct {
+	job    *Job
+	q      *queueRunner
+	cancel context.CancelCauseFunc // nil until the handler starts
+}
+
+type queueRunner struct {
+	name    string
+	cfg     QueueConfig // guarded by Worker.mu
+	pool    *workpool.Pool
+	limiter *rate.Limiter // nil without a rate limit; guarded by Worker.mu
+	free    chan struct{} // buffer 1: a slot freed; signalled by job goroutines, nobody closes
+	active  int           // guarded by Worker.mu: fetched, handler not yet returned
+}
+
+// Causes of a job context's end, told apart when classifying the outcome.
+var (
+	errShutdown        = errors.New("jobs: worker stopping")
+	errCancelRequested = errors.New("jobs: job canceled")
+	errLeaseLost       = errors.New("jobs: lease lost")
+	errJobDeadline     = errors.New("jobs: job deadline passed")
+	errAttemptTimeout  = errors.New("jobs: attempt timeout")
+)
+
+// NewWorker returns a worker of store running the handlers in reg.
+func NewWorker(store Store, reg *Registry, cfg WorkerConfig) *Worker {
+	if cfg.ID == "" {
+		host, _ := os.Hostname()
+		cfg.ID = fmt.Sprintf("%s-%d-%06x", host, os.Getpid(), rand.N(1<<24))
+	}
+	if len(cfg.Queues) == 0 {
+		cfg.Queues = []string{DefaultQueue}
+	}
+	if cfg.Lease <= 0 {
+		cfg.Lease = 10 * time.Second
+	}
+	if cfg.HeartbeatInterval <= 0 {
+		cfg.HeartbeatInterval = cfg.Lease / 3
+	}
+	if cfg.FetchBatch <= 0 {
+		cfg.FetchBatch = 500
+	}
+	if cfg.PollInterval <= 0 {
+		cfg.PollInterval = 10 * time.Millisecond
+	}
+	if cfg.MaxPollInterval <= 0 {
+		cfg.MaxPollInterval = 500 * time.Millisecond
+	}
+	if cfg.MaintenanceInterval <= 0 {
+		cfg.MaintenanceInterval = time.Second
+	}
+	if cfg.CallTimeout <= 0 {
+		cfg.CallTimeout = 5 * time.Second
+	}
+	if cfg.FlushDelay <= 0 {
+		cfg.FlushDelay = 2 * time.Millisecond
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	w := &Worker{
+		store:       store,
+		reg:         reg,
+		cfg:         cfg,
+		log:         cfg.Logger,
+		flushSignal: make(chan struct{}, 1),
+		held:        make(map[int64]*heldJob),
+		queues:      make(map[string]*queueRunner),
+		stoppedCh:   make(chan struct{}),
+	}
+	if w.log == nil {
+		w.log = slog.Default()
+	}
+	w.stats.Recorded = make(map[OutcomeKind]int)
+	w.fetchCtx, w.stopFetch = context.WithCancel(context.Background())
+	w.jobsCtx, w.cancelJobs = context.WithCancelCause(context.Background())
+	w.bgCtx, w.stopBG = context.WithCancel(context.Background())
+	return w
+}
+
+// ID returns the worker's lease owner name.
+func (w *Worker) ID() string { return w.cfg.ID }
+
+// Stats returns a snapshot of the worker's counters.
+func (w *Worker) Stats() WorkerStats {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	s := w.stats
+	s.Recorded = make(map[OutcomeKind]int, len(w.stats.Recorded))
+	for k, v := range w.stats.Recorded {
+		s.Recorded[k] = v
+	}
+	s.Running = len(w.held)
+	return s
+}
+
+// Start loads the queues' configurations, recovers expired leases, and
+// starts fetching. It returns ErrClosed after Stop.
+func (w *Worker) Start(ctx context.Context) error {
+	w.mu.Lock()
+	if w.state != 0 {
+		w.mu.Unlock()
+		if w.state >= 4 {
+			return ErrClosed
+		}
+		return errors.New("jobs: worker already started")
+	}
+	w.state = 1
+	w.mu.Unlock()
+
+	runners := make(map[string]*queueRunner)
+	for _, name := range w.cfg.Queues {
+		qc, err := w.loadQueue(ctx, name)
+		if err != nil {
+			return fmt.Errorf("jobs: worker start: queue %q: %w", name, err)
+		}
+		q := &queueRunner{name: name, cfg: qc, free: make(chan struct{}, 1)}
+		// The queue buffer absorbs the moment between a job freeing its slot
+		// and its pool worker becoming free; the fetch loop never claims
+		// more jobs than the queue's concurrency.
+		q.pool = workpool.New(workpool.Config{Workers: qc.Concurrency, QueueSize: qc.Concurrency, Policy: workpool.Wait})
+		if qc.RateLimit > 0 {
+			q.limiter = rate.NewLimiter(rate.Limit(qc.RateLimit), qc.RateBurst)
+		}
+		runners[name] = q
+	}
+	w.maintain(ctx) // a restarted worker recovers the jobs of its crashed predecessor at once
+
+	w.mu.Lock()
+	w.queues = runners
+	w.lastBeat = w.cfg.Now()
+	w.mu.Unlock()
+	for _, q := range runners {
+		w.fetchers.Add(1)
+		go func() {
+			defer w.fetchers.Done()
+			w.fetchLoop(q)
+		}()
+	}
+	w.background.Add(3)
+	go func() { defer w.background.Done(); w.heartbeatLoop() }()
+	go func() { defer w.background.Done(); w.maintenanceLoop() }()
+	go func() { defer w.background.Done(); w.completeLoop() }()
+	w.log.Info("jobs: worker started", "worker", w.cfg.ID, "queues", w.cfg.Queues)
+	return nil
+}
+
+func (w *Worker) loadQueue(ctx context.Context, name string) (QueueConfig, error) {
+	qc, err := call(ctx, w.cfg.CallTimeout, func(ctx context.Context) (QueueConfig, error) { return w.store.GetQueue(ctx, name) })
+	if errors.Is(err, ErrNotFound) {
+		qc, err = QueueConfig{Name: name}, nil
+	}
+	if err != nil {
+		return qc, err
+	}
+	return qc, qc.Normalize()
+}
+
+// Quiesce stops fetching new jobs and returns once no fetch is in flight.
+// Running jobs go on.
+func (w *Worker) Quiesce(ctx context.Context) error {
+	w.mu.Lock()
+	if w.state == 1 {
+		w.state = 2
+	}
+	w.mu.Unlock()
+	w.stopFetch()
+	return waitCtx(ctx, &w.fetchers)
+}
+
+// Drain waits for running jobs to finish until ctx ends, then cancels
+// them; a job whose handler returns because of that goes back to waiting
+// without using an attempt. Drain returns once every handler returned. It
+// quiesces first if Quiesce was not called.
+func (w *Worker) Drain(ctx context.Context) error {
+	if err := w.Quiesce(ctx); err != nil {
+		w.cancelJobs(errShutdown)
+		w.fetchers.Wait()
+	}
+	w.mu.Lock()
+	if w.state < 3 {
+		w.state = 3
+	}
+	runners := w.queues
+	w.mu.Unlock()
+	for _, q := range runners {
+		// At ctx's end the pool cancels its tasks' contexts, which cancels
+		// each job's context with errShutdown (see runFunc): the handlers
+		// return and their jobs are released. Tasks that had not started
+		// come back here and are released too.
+		unstarted, _ := q.pool.Close(ctx)
+		for _, t := range unstarted {
+			w.finish(q, Outcome{Attempt: attemptOf(t.Tag().(*Job)), Kind: Released})
+		}
+	}
+	return nil
+}
+
+// Stop drains (see Drain) until shortly before ctx ends (it keeps a
+// quarter of the time left, at most 1s, for the last writes), writes every
+// outcome it can before ctx ends, and stops the worker's goroutines. Outcomes it could
+// not write are left to lease recovery: those jobs run again. Stop is
+// idempotent and safe from several goroutines and before Start.
+func (w *Worker) Stop(ctx context.Context) error {
+	w.mu.Lock()
+	switch w.state {
+	case 0:
+		w.state = 4
+		w.mu.Unlock()
+		close(w.stoppedCh)
+		return nil
+	case 4:
+		w.mu.Unlock()
+		<-w.stoppedCh
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		return w.stopErr
+	}
+	w.state = 4
+	w.mu.Unlock()
+
+	// Keep a quarter of the budget (at most 1s) to write the outcomes of
+	// the jobs that the drain deadline interrupted.
+	drainCtx := ctx
+	if dl, ok := ctx.Deadline(); ok {
+		var cancel context.CancelFunc
+		drainCtx, cancel = context.WithDeadline(ctx, dl.Add(-min(time.Until(dl)/4, time.Second)))
+		defer cancel()
+	}
+	_ = w.Drain(drainCtx)
+	flushErr := w.flush(ctx, true)
+	w.stopBG()
+	w.background.Wait()
+	w.cancelJobs(errShutdown)
+	w.stopFetch()
+
+	w.mu.Lock()
+	left := len(w.pending)
+	if flushErr != nil {
+		w.stopErr = fmt.Errorf("jobs: worker stop: %d outcomes not written (their jobs will be recovered): %w", left, flushErr)
+	}
+	err := w.stopErr
+	w.mu.Unlock()
+	close(w.stoppedCh)
+	w.log.Info("jobs: worker stopped", "worker", w.cfg.ID, "unwritten", left)
+	return err
+}
+
+func waitCtx(ctx context.Context, wg *sync.WaitGroup) error {
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// fetchLoop claims jobs for one queue whenever it has free slots.
+func (w *Worker) fetchLoop(q *queueRunner) {
+	idle := w.cfg.PollInterval
+	errWait := w.cfg.PollInterval
+	for w.fetchCtx.Err() == nil {
+		w.mu.Lock()
+		free := q.cfg.Concurrency - q.active
+		lim := q.limiter
+		w.mu.Unlock()
+		if free <= 0 {
+			select {
+			case <-q.free:
+			case <-w.fetchCtx.Done():
+			}
+			continue
+		}
+		n := min(free, w.cfg.FetchBatch)
+		if lim != nil {
+			n = min(n, max(lim.Burst(), 1))
+		}
+		now := w.cfg.Now()
+		jobs, err := call(w.fetchCtx, w.cfg.CallTimeout, func(ctx context.Context) ([]*Job, error) {
+			return w.store.Fetch(ctx, now, q.name, w.cfg.ID, n, w.cfg.Lease)
+		})
+		if err != nil {
+			if w.fetchCtx.Err() != nil {
+				return
+			}
+			w.countStoreErr()
+			w.log.Warn("jobs: fetch failed, backing off", "queue", q.name, "wait", errWait, "err", err)
+			sleepCtx(w.fetchCtx, errWait)
+			errWait = min(2*errWait, 5*time.Second)
+			continue
+		}
+		errWait = w.cfg.PollInterval
+		if len(jobs) == 0 {
+			sleepCtx(w.fetchCtx, idle)
+			idle = min(2*idle, w.cfg.MaxPollInterval)
+			continue
+		}
+		idle = w.cfg.PollInterval
+		w.dispatch(q, jobs, lim)
+	}
+}
+
+// dispatch hands fetched jobs to the queue's pool, waiting for the rate
+// limiter between them. Jobs left when fetching stops are released.
+func (w *Worker) dispatch(q *queueRunner, jobs []*Job, lim *rate.Limiter) {
+	w.mu.Lock()
+	w.stats.Fetched += len(jobs)
+	for _, j := range jobs {
+		w.held[j.ID] = &heldJob{job: j, q: q}
+		q.active++
+	}
+	w.mu.Unlock()
+	for i, j := range jobs {
+		if lim != nil && lim.Wait(w.fetchCtx) != nil {
+			for _, rest := range jobs[i:] {
+				w.finish(q, Outcome{Attempt: attemptOf(rest), Kind: Released})
+			}
+			return
+		}
+		if err := q.pool.GoOpts(context.Background(), workpool.Options{Tag: j}, w.runFunc(q, j)); err != nil {
+			w.finish(q, Outcome{Attempt: attemptOf(j), Kind: Released})
+		}
+	}
+}
+
+func attemptOf(j *Job) Attempt { return Attempt{ID: j.ID, Attempt: j.Attempt} }
+
+// runFunc returns the pool task that runs one attempt of j.
+func (w *Worker) runFunc(q *queueRunner, j *Job) func(context.Context) error {
+	return func(poolCtx context.Context) error {
+		ctx, cancel := context.WithCancelCause(w.jobsCtx)
+		defer cancel(nil)
+		// The pool's context ends at its hard stop (Drain's deadline).
+		stop := context.AfterFunc(poolCtx, func() { cancel(errShutdown) })
+		defer stop()
+		w.mu.Lock()
+		if h := w.held[j.ID]; h != nil {
+			h.cancel = cancel
+		}
+		w.mu.Unlock()
+		if !j.Deadline.IsZero() {
+			var c context.CancelFunc
+			ctx, c = context.WithDeadlineCause(ctx, j.Deadline, errJobDeadline)
+			defer c()
+		}
+		if j.AttemptTimeout > 0 {
+			var c context.CancelFunc
+			ctx, c = context.WithTimeoutCause(ctx, j.AttemptTimeout, errAttemptTimeout)
+			defer c()
+		}
+		err := w.callHandler(ctx, j)
+		o, ok := w.classify(j, err, context.Cause(ctx))
+		if !ok { // lease lost: whatever we write would be fenced off
+			w.forget(q, j.ID)
+			return nil
+		}
+		w.finish(q, o)
+		return nil
+	}
+}
+
+func (w *Worker) callHandler(ctx context.Context, j *Job) (err error) {
+	h := w.reg.handler(j.Kind)
+	if h == nil {
+		return Permanent(fmt.Errorf("%w %q", ErrNoHandler, j.Kind))
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("handler panicked: %v\n%s", r, debug.Stack())
+		}
+	}()
+	return h.Work(ctx, j)
+}
+
+// classify turns a handler's result and its context's cause into an
+// outcome. ok is false when the lease was lost.
+func (w *Worker) classify(j *Job, err, cause error) (Outcome, bool) {
+	o := Outcome{Attempt: attemptOf(j)}
+	switch {
+	case errors.Is(cause, errLeaseLost):
+		return o, false
+	case err == nil:
+		o.Kind = Succeeded
+	case errors.Is(cause, errCancelRequested):
+		o.Kind, o.Reason = Canceled, "canceled by request"
+	case errors.Is(cause, errShutdown):
+		o.Kind = Released
+	case errors.Is(cause, errJobDeadline):
+		o.Kind, o.Reason, o.Error = Expired, "deadline passed while running", err.Error()
+	case IsPermanent(err):
+		o.Kind, o.Error, o.Reason = Failed, err.Error(), "permanent error"
+	default:
+		o.Kind, o.Error = Retry, err.Error()
+		if errors.Is(cause, errAttemptTimeout) {
+			o.Error = "attempt timeout: " + o.Error
+		}
+		o.RunAt = w.cfg.Now().Add(Backoff(j.BackoffMin, j.BackoffMax, j.Attempt))
+	}
+	return o, true
+}
+
+// Backoff returns the wait before retrying after attempt n (1-based):
+// exponential from min, capped at max, with jitter over its upper half.
+func Backoff(minD, maxD time.Duration, n int) time.Duration {
+	d := minD
+	for i := 1; i < n && d < maxD; i++ {
+		d *= 2
+	}
+	d = min(d, maxD)
+	if d <= 1 {
+		return d
+	}
+	return d/2 + rand.N(d/2+1)
+}
+
+// finish queues an outcome for writing and frees the job's slot.
+func (w *Worker) finish(q *queueRunner, o Outcome) {
+	w.mu.Lock()
+	w.pending = append(w.pending, o)
+	q.active--
+	w.mu.Unlock()
+	signal(q.free)
+	signal(w.flushSignal)
+}
+
+// forget drops a job whose lease was lost.
+func (w *Worker) forget(q *queueRunner, id int64) {
+	w.mu.Lock()
+	delete(w.held, id)
+	q.active--
+	w.mu.Unlock()
+	signal(q.free)
+}
+
+func signal(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
+
+func (w *Worker) countStoreErr() {
+	w.mu.Lock()
+	w.stats.StoreErrs++
+	w.mu.Unlock()
+}
+
+// completeLoop writes outcomes in batches.
+func (w *Worker) completeLoop() {
+	for {
+		select {
+		case <-w.flushSignal:
+		case <-w.bgCtx.Done():
+			return
+		}
+		sleepCtx(w.bgCtx, w.cfg.FlushDelay) // let a batch gather
+		if err := w.flush(w.bgCtx, false); err != nil && w.bgCtx.Err() == nil {
+			w.log.Warn("jobs: writing outcomes failed, will retry", "err", err)
+			sleepCtx(w.bgCtx, 100*time.Millisecond)
+			signal(w.flushSignal)
+		}
+	}
+}
+
+// flush writes the pending outcomes. With all set it keeps going until
+// none is left or ctx ends.
+func (w *Worker) flush(ctx context.Context, all bool) error {
+	for {
+		w.mu.Lock()
+		batch := w.pending
+		w.pending = nil
+		w.mu.Unlock()
+		if len(batch) == 0 {
+			return nil
+		}
+		applied, err := call(ctx, w.cfg.CallTimeout, func(cctx context.Context) ([]bool, error) {
+			return w.store.Complete(cctx, w.cfg.Now(), w.cfg.ID, batch)
+		})
+		if err != nil {
+			w.mu.Lock()
+			w.pending = append(batch, w.pending...)
+			w.stats.StoreErrs++
+			w.mu.Unlock()
+			if !all || ctx.Err() != nil {
+				return err
+			}
+			sleepCtx(ctx, 50*time.Millisecond)
+			continue
+		}
+		w.mu.Lock()
+		for i, o := range batch {
+			delete(w.held, o.ID)
+			if applied[i] {
+				w.stats.Recorded[o.Kind]++
+			} else {
+				w.stats.Stale++
+			}
+		}
+		w.mu.Unlock()
+		if w.cfg.OnRecorded != nil {
+			w.cfg.OnRecorded(batch, applied)
+		}
+		if !all {
+			return nil
+		}
+	}
+}
+
+// heartbeatLoop extends the leases of held jobs and cancels the ones that
+// were lost or whose cancellation was requested. If heartbeats keep failing
+// for a whole lease, every held job is canceled as lost: another worker may
+// have it by now.
+func (w *Worker) heartbeatLoop() {
+	t := time.NewTicker(w.cfg.HeartbeatInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+		case <-w.bgCtx.Done():
+			return
+		}
+		w.mu.Lock()
+		held := make([]Attempt, 0, len(w.held))
+		for _, h := range w.held {
+			held = append(held, attemptOf(h.job))
+		}
+		w.mu.Unlock()
+		if len(held) == 0 {
+			w.mu.Lock()
+			w.lastBeat = w.cfg.Now()
+			w.mu.Unlock()
+			continue
+		}
+		now := w.cfg.Now()
+		var lost, cancel []int64
+		_, err := call(w.bgCtx, w.cfg.CallTimeout, func(ctx context.Context) (struct{}, error) {
+			var err error
+			lost, cancel, err = w.store.Heartbeat(ctx, now, w.cfg.ID, held, w.cfg.Lease)
+			return struct{}{}, err
+		})
+		w.mu.Lock()
+		if err != nil {
+			w.stats.StoreErrs++
+			if w.cfg.Now().Sub(w.lastBeat) > w.cfg.Lease {
+				for _, h := range w.held {
+					if h.cancel != nil {
+						h.cancel(errLeaseLost)
+					}
+				}
+			}
+			w.mu.Unlock()
+			if w.bgCtx.Err() == nil {
+				w.log.Warn("jobs: heartbeat failed", "err", err)
+			}
+			continue
+		}
+		w.lastBeat = now
+		for _, id := range lost {
+			if h := w.held[id]; h != nil && h.cancel != nil {
+				h.cancel(errLeaseLost)
+			}
+		}
+		for _, id := range cancel {
+			if h := w.held[id]; h != nil && h.cancel != nil {
+				h.cancel(errCancelRequested)
+			}
+		}
+		w.mu.Unlock()
+	}
+}
+
+// maintenanceLoop recovers expired leases, expires jobs past their
+// deadline and reloads queue configurations.
+func (w *Worker) maintenanceLoop() {
+	t := time.NewTicker(w.cfg.MaintenanceInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+		case <-w.bgCtx.Done():
+			return
+		}
+		w.maintain(w.bgCtx)
+		w.reloadQueues()
+	}
+}
+
+func (w *Worker) maintain(ctx context.Context) {
+	now := w.cfg.Now()
+	if n, err := call(ctx, w.cfg.CallTimeout, func(ctx context.Context) (int, error) { return w.store.RecoverLeases(ctx, now) }); err != nil {
+		w.countStoreErr()
+	} else if n > 0 {
+		w.log.Info("jobs: recovered jobs with expired leases", "count", n)
+	}
+	if _, err := call(ctx, w.cfg.CallTimeout, func(ctx context.Context) (int, error) { return w.store.ExpireDue(ctx, now) }); err != nil {
+		w.countStoreErr()
+	}
+}
+
+func (w *Worker) reloadQueues() {
+	w.mu.Lock()
+	runners := w.queues
+	w.mu.Unlock()
+	for name, q := range runners {
+		qc, err := w.loadQueue(w.bgCtx, name)
+		if err != nil {
+			continue
+		}
+		w.mu.Lock()
+		if qc.Concurrency != q.cfg.Concurrency {
+			q.pool.SetWorkers(qc.Concurrency)
+			q.pool.SetQueueSize(qc.Concurrency)
+		}
+		switch {
+		case qc.RateLimit <= 0:
+			q.limiter = nil
+		case q.limiter == nil:
+			q.limiter = rate.NewLimiter(rate.Limit(qc.RateLimit), qc.RateBurst)
+		default:
+			q.limiter.SetLimit(rate.Limit(qc.RateLimit))
+			q.limiter.SetBurst(qc.RateBurst)
+		}
+		q.cfg = qc
+		w.mu.Unlock()
+		signal(q.free)
+	}
+}

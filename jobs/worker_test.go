@@ -1,0 +1,395 @@
+package jobs_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/sluicehq/sluice/jobs"
+	"github.com/sluicehq/sluice/jobs/sqlitestore"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func openStore(t *testing.T) *sqlitestore.Store {
+	t.Helper()
+	st, err := sqlitestore.Open(context.Background(), filepath.Join(t.TempDir(), "jobs.db"), sqlitestore.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
+// fastWorker returns worker settings that make tests quick: short leases,
+// heartbeats and polls.
+func fastWorker(queues ...string) jobs.WorkerConfig {
+	return jobs.WorkerConfig{
+		Queues:              queues,
+		Lease:               600 * time.Millisecond,
+		PollInterval:        2 * time.Millisecond,
+		MaxPollInterval:     20 * time.Millisecond,
+		MaintenanceInterval: 50 * time.Millisecond,
+		Logger:              slog.New(slog.DiscardHandler),
+	}
+}
+
+func startWorker(t *testing.T, st jobs.Store, reg *jobs.Registry, cfg jobs.WorkerConfig) *jobs.Worker {
+	t.Helper()
+	w := jobs.NewWorker(st, reg, cfg)
+	if err := w.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := w.Stop(ctx); err != nil {
+			t.Errorf("worker stop: %v", err)
+		}
+	})
+	return w
+}
+
+// waitState polls until job id reaches a terminal state (or want), failing
+// after 10s.
+func waitState(t *testing.T, c *jobs.Client, id int64, want jobs.State) *jobs.Job {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		j, err := c.Get(context.Background(), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if j.State == want {
+			return j
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("job %d: state %s (attempt %d, error %q), want %s", id, j.State, j.Attempt, j.LastError, want)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func enqueue(t *testing.T, c *jobs.Client, nj jobs.NewJob) *jobs.Job {
+	t.Helper()
+	res, err := c.Enqueue(context.Background(), nj)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res.Job
+}
+
+func TestWorkerRunsEveryJobOnce(t *testing.T) {
+	st := openStore(t)
+	c := jobs.NewClient(st, jobs.ClientConfig{})
+	var mu sync.Mutex
+	runs := map[int64]int{}
+	reg := jobs.NewRegistry()
+	reg.Handle("count", jobs.HandlerFunc(func(ctx context.Context, j *jobs.Job) error {
+		mu.Lock()
+		runs[j.ID]++
+		mu.Unlock()
+		return nil
+	}))
+	const n = 300
+	batch := make([]jobs.NewJob, n)
+	for i := range batch {
+		batch[i] = jobs.NewJob{Kind: "count", Payload: []byte(fmt.Sprint(i))}
+	}
+	res, err := c.EnqueueMany(context.Background(), jobs.DefaultQueue, batch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	startWorker(t, st, reg, fastWorker())
+	for _, r := range res {
+		j := waitState(t, c, r.Job.ID, jobs.StateSucceeded)
+		if j.Attempt != 1 {
+			t.Fatalf("job %d attempt %d, want 1", j.ID, j.Attempt)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, r := range res {
+		if runs[r.Job.ID] != 1 {
+			t.Fatalf("job %d ran %d times", r.Job.ID, runs[r.Job.ID])
+		}
+	}
+}
+
+func TestWorkerRetriesWithBackoffThenFails(t *testing.T) {
+	st := openStore(t)
+	c := jobs.NewClient(st, jobs.ClientConfig{})
+	var attempts atomic.Int32
+	reg := jobs.NewRegistry()
+	reg.Handle("flaky", jobs.HandlerFunc(func(ctx context.Context, j *jobs.Job) error {
+		attempts.Add(1)
+		return errors.New("dependency down")
+	}))
+	reg.Handle("bad", jobs.HandlerFunc(func(ctx context.Context, j *jobs.Job) error {
+		return jobs.Permanent(errors.New("malformed"))
+	}))
+	reg.Handle("panics", jobs.HandlerFunc(func(ctx context.Context, j *jobs.Job) error { panic("kaboom") }))
+	startWorker(t, st, reg, fastWorker())
+	flaky := enqueue(t, c, jobs.NewJob{Kind: "flaky", MaxAttempts: 3, BackoffMin: time.Millisecond, BackoffMax: 5 * time.Millisecond})
+	bad := enqueue(t, c, jobs.NewJob{Kind: "bad", MaxAttempts: 3})
+	pan := enqueue(t, c, jobs.NewJob{Kind: "panics", MaxAttempts: 1})
+	unknown := enqueue(t, c, jobs.NewJob{Kind: "nobody-handles-this"})
+
+	j := waitState(t, c, flaky.ID, jobs.StateFailed)
+	if j.Attempt != 3 || attempts.Load() != 3 || j.LastError != "dependency down" {
+		t.Fatalf("flaky: attempt %d, runs %d, error %q", j.Attempt, attempts.Load(), j.LastError)
+	}
+	if j := waitState(t, c, bad.ID, jobs.StateFailed); j.Attempt != 1 {
+		t.Fatalf("permanent error retried: attempt %d", j.Attempt)
+	}
+	if j := waitState(t, c, pan.ID, jobs.StateFailed); !strings.Contains(j.LastError, "kaboom") || !strings.Contains(j.LastError, "worker_test.go") {
+		t.Fatalf("panic not recorded with its stack: %q", j.LastError)
+	}
+	if j := waitState(t, c, unknown.ID, jobs.StateFailed); !strings.Contains(j.LastError, "no handler") {
+		t.Fatalf("unknown kind: %q", j.LastError)
+	}
+}
+
+func TestCancelRunningJobCancelsHandlerContext(t *testing.T) {
+	st := openStore(t)
+	c := jobs.NewClient(st, jobs.ClientConfig{})
+	started := make(chan struct{})
+	var sawCancel atomic.Bool
+	reg := jobs.NewRegistry()
+	reg.Handle("block", jobs.HandlerFunc(func(ctx context.Context, j *jobs.Job) error {
+		close(started)
+		<-ctx.Done()
+		sawCancel.Store(true)
+		return ctx.Err()
+	}))
+	startWorker(t, st, reg, fastWorker())
+	j := enqueue(t, c, jobs.NewJob{Kind: "block"})
+	<-started
+	if _, err := c.Cancel(context.Background(), j.ID); err != nil {
+		t.Fatal(err)
+	}
+	got := waitState(t, c, j.ID, jobs.StateCanceled)
+	if !sawCancel.Load() || got.Attempt != 1 {
+		t.Fatalf("canceled job: handler saw cancel %v, attempt %d", sawCancel.Load(), got.Attempt)
+	}
+	// A waiting job is canceled at once, without a worker.
+	later := enqueue(t, c, jobs.NewJob{Kind: "block", RunAt: time.Now().Add(time.Hour)})
+	if cj, err := c.Cancel(context.Background(), later.ID); err != nil || cj.State != jobs.StateCanceled {
+		t.Fatalf("cancel waiting: %v, %v", cj, err)
+	}
+}
+
+func TestStopReleasesInterruptedJobsWithoutUsingAttempts(t *testing.T) {
+	st := openStore(t)
+	c := jobs.NewClient(st, jobs.ClientConfig{})
+	var started atomic.Int32
+	reg := jobs.NewRegistry()
+	reg.Handle("long", jobs.HandlerFunc(func(ctx context.Context, j *jobs.Job) error {
+		started.Add(1)
+		<-ctx.Done()
+		return ctx.Err()
+	}))
+	var ids []int64
+	for range 4 {
+		ids = append(ids, enqueue(t, c, jobs.NewJob{Kind: "long"}).ID)
+	}
+	w := jobs.NewWorker(st, reg, fastWorker())
+	if err := w.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for started.Load() < 4 {
+		time.Sleep(2 * time.Millisecond)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if err := w.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range ids {
+		j, err := c.Get(context.Background(), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if j.State != jobs.StateWaiting || j.Attempt != 0 {
+			t.Fatalf("job %d after stop: %s attempt %d; want waiting attempt 0", id, j.State, j.Attempt)
+		}
+	}
+	if s := w.Stats(); s.Recorded[jobs.Released] != 4 {
+		t.Fatalf("stats %+v", s)
+	}
+}
+
+func TestStopLetsRunningJobsFinish(t *testing.T) {
+	st := openStore(t)
+	c := jobs.NewClient(st, jobs.ClientConfig{})
+	started := make(chan struct{})
+	reg := jobs.NewRegistry()
+	reg.Handle("slow", jobs.HandlerFunc(func(ctx context.Context, j *jobs.Job) error {
+		close(started)
+		time.Sleep(200 * time.Millisecond)
+		return nil
+	}))
+	j := enqueue(t, c, jobs.NewJob{Kind: "slow"})
+	w := jobs.NewWorker(st, reg, fastWorker())
+	if err := w.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	<-started
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := w.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := c.Get(context.Background(), j.ID); got.State != jobs.StateSucceeded {
+		t.Fatalf("state %s after a graceful stop, want succeeded", got.State)
+	}
+	if err := w.Start(context.Background()); !errors.Is(err, jobs.ErrClosed) {
+		t.Fatalf("Start after Stop: %v", err)
+	}
+}
+
+func TestCrashedWorkersJobsAreRecovered(t *testing.T) {
+	st := openStore(t)
+	c := jobs.NewClient(st, jobs.ClientConfig{})
+	j := enqueue(t, c, jobs.NewJob{Kind: "ok"})
+	// A worker that crashed: it claimed the job with a short lease and
+	// never came back.
+	claimed, err := st.Fetch(context.Background(), time.Now(), jobs.DefaultQueue, "dead-worker", 10, 200*time.Millisecond)
+	if err != nil || len(claimed) != 1 {
+		t.Fatalf("fetch: %v, %v", claimed, err)
+	}
+	reg := jobs.NewRegistry()
+	reg.Handle("ok", jobs.HandlerFunc(func(context.Context, *jobs.Job) error { return nil }))
+	startWorker(t, st, reg, fastWorker())
+	got := waitState(t, c, j.ID, jobs.StateSucceeded)
+	if got.Attempt != 2 {
+		t.Fatalf("attempt %d, want 2 (the crashed one counts)", got.Attempt)
+	}
+	// The dead worker's late outcome is fenced off.
+	applied, err := st.Complete(context.Background(), time.Now(), "dead-worker", []jobs.Outcome{{Attempt: jobs.Attempt{ID: j.ID, Attempt: 1}, Kind: jobs.Failed, Error: "late"}})
+	if err != nil || applied[0] {
+		t.Fatalf("stale outcome applied=%v err=%v", applied, err)
+	}
+	if got, _ := c.Get(context.Background(), j.ID); got.State != jobs.StateSucceeded {
+		t.Fatalf("stale outcome changed the job: %s", got.State)
+	}
+}
+
+func TestGroupCancelsOnFailure(t *testing.T) {
+	st := openStore(t)
+	c := jobs.NewClient(st, jobs.ClientConfig{})
+	running := make(chan struct{})
+	reg := jobs.NewRegistry()
+	reg.Handle("wait", jobs.HandlerFunc(func(ctx context.Context, j *jobs.Job) error {
+		close(running)
+		<-ctx.Done()
+		return ctx.Err()
+	}))
+	reg.Handle("fail", jobs.HandlerFunc(func(ctx context.Context, j *jobs.Job) error {
+		<-running
+		return jobs.Permanent(errors.New("no"))
+	}))
+	waiter := enqueue(t, c, jobs.NewJob{Kind: "wait", Group: "g1"})
+	failer := enqueue(t, c, jobs.NewJob{Kind: "fail", Group: "g1", CancelGroupOnFailure: true})
+	later := enqueue(t, c, jobs.NewJob{Kind: "wait", Group: "g1", RunAt: time.Now().Add(time.Hour)})
+	startWorker(t, st, reg, fastWorker())
+	waitState(t, c, failer.ID, jobs.StateFailed)
+	waitState(t, c, waiter.ID, jobs.StateCanceled)
+	waitState(t, c, later.ID, jobs.StateCanceled)
+	g, err := c.Group(context.Background(), "g1")
+	if err != nil || !g.Done || g.Succeeded || g.Counts[jobs.StateCanceled] != 2 || g.Counts[jobs.StateFailed] != 1 {
+		t.Fatalf("group %+v, %v", g, err)
+	}
+}
+
+func TestHandlerContextCarriesDeadlineAndAttemptTimeout(t *testing.T) {
+	st := openStore(t)
+	c := jobs.NewClient(st, jobs.ClientConfig{})
+	reg := jobs.NewRegistry()
+	reg.Handle("sleepy", jobs.HandlerFunc(func(ctx context.Context, j *jobs.Job) error {
+		<-ctx.Done()
+		return ctx.Err()
+	}))
+	startWorker(t, st, reg, fastWorker())
+	dl := enqueue(t, c, jobs.NewJob{Kind: "sleepy", Deadline: time.Now().Add(300 * time.Millisecond)})
+	to := enqueue(t, c, jobs.NewJob{Kind: "sleepy", AttemptTimeout: 20 * time.Millisecond, MaxAttempts: 2, BackoffMin: time.Millisecond})
+	if j := waitState(t, c, dl.ID, jobs.StateExpired); j.Attempt != 1 {
+		t.Fatalf("deadline job attempt %d", j.Attempt)
+	}
+	if j := waitState(t, c, to.ID, jobs.StateFailed); j.Attempt != 2 || !strings.Contains(j.LastError, "attempt timeout") {
+		t.Fatalf("timeout job: attempt %d error %q", j.Attempt, j.LastError)
+	}
+	// A waiting job past its deadline never starts.
+	pausedQ, err := c.PutQueue(context.Background(), jobs.QueueConfig{Name: "paused", Paused: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	exp := enqueue(t, c, jobs.NewJob{Kind: "sleepy", Queue: pausedQ.Name, Deadline: time.Now().Add(50 * time.Millisecond)})
+	if j := waitState(t, c, exp.ID, jobs.StateExpired); j.Attempt != 0 {
+		t.Fatalf("expired waiting job ran: attempt %d", j.Attempt)
+	}
+}
+
+func TestFullQueueAnswersWithRetryAfter(t *testing.T) {
+	st := openStore(t)
+	c := jobs.NewClient(st, jobs.ClientConfig{})
+	if _, err := c.PutQueue(context.Background(), jobs.QueueConfig{Name: "small", Capacity: 3}); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		enqueue(t, c, jobs.NewJob{Kind: "x", Queue: "small"})
+	}
+	_, err := c.Enqueue(context.Background(), jobs.NewJob{Kind: "x", Queue: "small"})
+	var full *jobs.QueueFullError
+	if !errors.As(err, &full) || !errors.Is(err, jobs.ErrQueueFull) || full.RetryAfter <= 0 {
+		t.Fatalf("err = %v, want *QueueFullError with RetryAfter", err)
+	}
+
+	// FullWait: the enqueue waits until a worker makes room.
+	if _, err := c.PutQueue(context.Background(), jobs.QueueConfig{Name: "waity", Capacity: 1, Policy: jobs.FullWait, MaxWait: 5 * time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	enqueue(t, c, jobs.NewJob{Kind: "x", Queue: "waity", RunAt: time.Now().Add(100 * time.Millisecond)})
+	reg := jobs.NewRegistry()
+	reg.Handle("x", jobs.HandlerFunc(func(context.Context, *jobs.Job) error { return nil }))
+	startWorker(t, st, reg, fastWorker("waity"))
+	if _, err := c.Enqueue(context.Background(), jobs.NewJob{Kind: "x", Queue: "waity"}); err != nil {
+		t.Fatalf("FullWait enqueue: %v", err)
+	}
+}
+
+func TestQueueRateLimit(t *testing.T) {
+	st := openStore(t)
+	c := jobs.NewClient(st, jobs.ClientConfig{})
+	if _, err := c.PutQueue(context.Background(), jobs.QueueConfig{Name: "limited", RateLimit: 50, RateBurst: 1}); err != nil {
+		t.Fatal(err)
+	}
+	var batch []jobs.NewJob
+	for range 20 {
+		batch = append(batch, jobs.NewJob{Kind: "x"})
+	}
+	res, err := c.EnqueueMany(context.Background(), "limited", batch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := jobs.NewRegistry()
+	reg.Handle("x", jobs.HandlerFunc(func(context.Context, *jobs.Job) error { return nil }))
+	start := time.Now()
+	startWorker(t, st, reg, fastWorker("limited"))
+	for _, r := range res {
+		waitState(t, c, r.Job.ID, jobs.StateSucceeded)
+	}
+	// 20 starts at 50/s with a burst of 1 cannot take less than 19/50 s.
+	if d := time.Since(start); d < 380*time.Millisecond {
+		t.Fatalf("20 jobs at 50/s ran in %v", d)
+	}
+}
