@@ -2,8 +2,9 @@
 //
 // Usage:
 //
-//	sluice serve     run the durable job server (not built yet)
-//	sluice version   print the version
+//	sluice serve       run the durable job server (not built yet)
+//	sluice bench burn  time no-op jobs through the durable engine
+//	sluice version     print the version
 //
 // The subcommands arrive with their packages; until the server exists,
 // "sluice serve" says so and exits with status 2 rather than pretending.
@@ -25,6 +26,8 @@ const usage = `Sluice: bounded, cancellable, observable work for Go services.
 
 Usage:
   sluice serve     run the durable job server (not built yet: see docs/)
+  sluice bench burn --db sqlite:<file> [--jobs N]
+                   time N no-op jobs through the durable engine
   sluice version   print the version
   sluice help      print this help
 `
@@ -42,6 +45,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "version":
 		fmt.Fprintln(stdout, "sluice", version)
 		return 0
+	case "bench":
+		return runBench(args[1:], stdout, stderr)
 	case "serve":
 		fmt.Fprintln(stderr, "sluice serve: the job server is not built yet; the toolkit packages (workpool, lifecycle) are usable today")
 		return 2

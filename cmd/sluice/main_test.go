@@ -31,3 +31,23 @@ func TestRun(t *testing.T) {
 		}
 	}
 }
+
+func TestBenchBurnSmall(t *testing.T) {
+	path := t.TempDir() + "/burn.db"
+	var out, errOut bytes.Buffer
+	if code := run([]string{"bench", "burn", "--db", "sqlite:" + path, "--jobs", "500"}, &out, &errOut); code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut.String())
+	}
+	if !strings.Contains(out.String(), "insert: 500 jobs in ") || !strings.Contains(out.String(), "burn: 500 jobs in ") {
+		t.Fatalf("output %q", out.String())
+	}
+	// A second burn on the same file is refused: the figures need a fresh file.
+	if code := run([]string{"bench", "burn", "--db", "sqlite:" + path}, &out, &errOut); code != 2 {
+		t.Fatalf("reused file: exit %d", code)
+	}
+	for _, bad := range [][]string{{"bench"}, {"bench", "burn"}, {"bench", "burn", "--db", "postgres://x"}, {"bench", "burn", "--db", "sqlite:" + t.TempDir() + "/x", "--jobs", "0"}} {
+		if code := run(bad, &out, &errOut); code != 2 {
+			t.Errorf("%v: exit %d, want 2", bad, code)
+		}
+	}
+}
