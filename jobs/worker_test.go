@@ -2,6 +2,7 @@ package jobs_test
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -391,5 +392,73 @@ func TestQueueRateLimit(t *testing.T) {
 	// 20 starts at 50/s with a burst of 1 cannot take less than 19/50 s.
 	if d := time.Since(start); d < 380*time.Millisecond {
 		t.Fatalf("20 jobs at 50/s ran in %v", d)
+	}
+}
+
+// TestLockedDatabaseIsOverloadNotHang holds SQLite's write lock from another
+// connection: the worker's fetches fail fast with ErrUnavailable and back
+// off, enqueue answers with a retryable error, nothing hangs, and once the
+// lock is gone the job completes.
+func TestLockedDatabaseIsOverloadNotHang(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "jobs.db")
+	st, err := sqlitestore.Open(context.Background(), path, sqlitestore.Config{Timeout: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	c := jobs.NewClient(st, jobs.ClientConfig{CallTimeout: time.Second})
+	j := enqueue(t, c, jobs.NewJob{Kind: "ok"})
+
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	conn, err := db.Conn(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(context.Background(), `BEGIN IMMEDIATE`); err != nil {
+		t.Fatal(err)
+	}
+	locked := true
+	unlock := func() {
+		if locked {
+			conn.ExecContext(context.Background(), `ROLLBACK`)
+			locked = false
+		}
+	}
+	defer unlock()
+
+	reg := jobs.NewRegistry()
+	reg.Handle("ok", jobs.HandlerFunc(func(context.Context, *jobs.Job) error { return nil }))
+	cfg := fastWorker()
+	cfg.CallTimeout = time.Second
+	w := jobs.NewWorker(st, reg, cfg)
+	start := time.Now()
+	if err := w.Start(context.Background()); err != nil {
+		t.Fatal(err) // Start's maintenance pass fails softly; Start itself must not
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("Start took %v against a locked database", d)
+	}
+	start = time.Now()
+	_, err = c.Enqueue(context.Background(), jobs.NewJob{Kind: "ok"})
+	if !errors.Is(err, jobs.ErrUnavailable) {
+		t.Fatalf("enqueue into a locked database: %v, want ErrUnavailable", err)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("enqueue took %v to give up", d)
+	}
+	for w.Stats().StoreErrs == 0 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	unlock()
+	waitState(t, c, j.ID, jobs.StateSucceeded)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := w.Stop(ctx); err != nil {
+		t.Fatal(err)
 	}
 }
