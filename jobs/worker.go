@@ -107,6 +107,7 @@ type queueRunner struct {
 	pool    *workpool.Pool
 	limiter *rate.Limiter // nil without a rate limit; guarded by Worker.mu
 	free    chan struct{} // buffer 1: a slot freed; signalled by job goroutines, nobody closes
+	wake    chan struct{} // buffer 1: jobs arrived (a store notification); nobody closes
 	active  int           // guarded by Worker.mu: fetched, handler not yet returned
 }
 
@@ -211,7 +212,7 @@ func (w *Worker) Start(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("jobs: worker start: queue %q: %w", name, err)
 		}
-		q := &queueRunner{name: name, cfg: qc, free: make(chan struct{}, 1)}
+		q := &queueRunner{name: name, cfg: qc, free: make(chan struct{}, 1), wake: make(chan struct{}, 1)}
 		// The queue buffer absorbs the moment between a job freeing its slot
 		// and its pool worker becoming free; the fetch loop never claims
 		// more jobs than the queue's concurrency.
@@ -233,6 +234,15 @@ func (w *Worker) Start(ctx context.Context) error {
 			defer w.fetchers.Done()
 			w.fetchLoop(q)
 		}()
+	}
+	if n, ok := w.store.(Notifier); ok {
+		events, err := n.Listen(w.bgCtx)
+		if err != nil {
+			w.log.Warn("jobs: store notifications unavailable, polling only", "err", err)
+		} else {
+			w.background.Add(1)
+			go func() { defer w.background.Done(); w.notifyLoop(events) }()
+		}
 	}
 	w.background.Add(3)
 	go func() { defer w.background.Done(); w.heartbeatLoop() }()
@@ -326,6 +336,13 @@ func (w *Worker) Stop(ctx context.Context) error {
 	}
 	_ = w.Drain(drainCtx)
 	flushErr := w.flush(ctx, true)
+	if e, ok := w.store.(Elector); ok {
+		rctx, cancel := context.WithTimeout(ctx, w.cfg.CallTimeout)
+		if err := e.Resign(rctx, w.cfg.ID); err != nil {
+			w.log.Warn("jobs: resigning leadership failed; it lapses by itself", "err", err)
+		}
+		cancel()
+	}
 	w.stopBG()
 	w.background.Wait()
 	w.cancelJobs(errShutdown)
@@ -390,7 +407,13 @@ func (w *Worker) fetchLoop(q *queueRunner) {
 		}
 		errWait = w.cfg.PollInterval
 		if len(jobs) == 0 {
-			sleepCtx(w.fetchCtx, idle)
+			t := time.NewTimer(idle)
+			select {
+			case <-t.C:
+			case <-q.wake:
+			case <-w.fetchCtx.Done():
+			}
+			t.Stop()
 			idle = min(2*idle, w.cfg.MaxPollInterval)
 			continue
 		}
@@ -677,6 +700,21 @@ func (w *Worker) heartbeatLoop() {
 	}
 }
 
+// notifyLoop wakes idle fetch loops and cancels jobs as the store's
+// notifications arrive. The store closes events when bgCtx ends.
+func (w *Worker) notifyLoop(events <-chan Notification) {
+	for ev := range events {
+		w.mu.Lock()
+		if q := w.queues[ev.Queue]; ev.Queue != "" && q != nil {
+			signal(q.wake)
+		}
+		if h := w.held[ev.CancelID]; ev.CancelID != 0 && h != nil && h.cancel != nil {
+			h.cancel(errCancelRequested)
+		}
+		w.mu.Unlock()
+	}
+}
+
 // maintenanceLoop recovers expired leases, expires jobs past their
 // deadline and reloads queue configurations.
 func (w *Worker) maintenanceLoop() {
@@ -695,6 +733,18 @@ func (w *Worker) maintenanceLoop() {
 
 func (w *Worker) maintain(ctx context.Context) {
 	now := w.cfg.Now()
+	if e, ok := w.store.(Elector); ok {
+		lead, err := call(ctx, w.cfg.CallTimeout, func(ctx context.Context) (bool, error) {
+			return e.Lead(ctx, now, w.cfg.ID, 3*w.cfg.MaintenanceInterval)
+		})
+		if err != nil {
+			w.countStoreErr()
+			return
+		}
+		if !lead {
+			return
+		}
+	}
 	if n, err := call(ctx, w.cfg.CallTimeout, func(ctx context.Context) (int, error) { return w.store.RecoverLeases(ctx, now) }); err != nil {
 		w.countStoreErr()
 	} else if n > 0 {

@@ -1,0 +1,43 @@
+package jobs
+
+import (
+	"context"
+	"time"
+)
+
+// Notifier is implemented by stores that can push events to workers (for
+// PostgreSQL, LISTEN/NOTIFY): jobs became available in a queue, or a
+// running job's cancellation was requested. A worker whose store has it
+// wakes idle fetch loops at once and cancels a job without waiting for its
+// next heartbeat. Notifications are hints: a missed one only delays work
+// until the next poll or heartbeat, so a store may drop them under load.
+type Notifier interface {
+	// Listen delivers notifications on the returned channel until ctx
+	// ends; then it closes the channel. It returns an error if it cannot
+	// start listening. A store that loses its connection reconnects and
+	// keeps delivering (notifications sent meanwhile are lost).
+	Listen(ctx context.Context) (<-chan Notification, error)
+}
+
+// Notification is one event from a Notifier.
+type Notification struct {
+	// Queue is set when jobs became available in it.
+	Queue string
+	// CancelID is set when the cancellation of a running job was
+	// requested.
+	CancelID int64
+}
+
+// Elector is implemented by stores shared by several nodes, so that
+// maintenance (lease recovery, deadline expiry) runs on one node at a time.
+// Without it every worker runs maintenance, which is correct (each step is
+// one idempotent transaction) but wasteful with many nodes.
+type Elector interface {
+	// Lead tries to make owner the leader until now+ttl, or extends its
+	// term if it already leads. It reports whether owner leads. A leader
+	// that stops calling Lead loses the term when it expires, and another
+	// node takes over.
+	Lead(ctx context.Context, now time.Time, owner string, ttl time.Duration) (bool, error)
+	// Resign gives up the term at once if owner holds it.
+	Resign(ctx context.Context, owner string) error
+}
