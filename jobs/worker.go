@@ -517,8 +517,22 @@ func (w *Worker) classify(j *Job, err, cause error) (Outcome, bool) {
 			o.Error = "attempt timeout: " + o.Error
 		}
 		o.RunAt = w.cfg.Now().Add(Backoff(j.BackoffMin, j.BackoffMax, j.Attempt))
+		var ra RetryAfterer
+		if errors.As(err, &ra) && ra.RetryAfter() > 0 {
+			// The dependency said when to come back: honour it, bounded
+			// by the job's own maximum backoff.
+			o.RunAt = w.cfg.Now().Add(min(ra.RetryAfter(), j.BackoffMax))
+		}
 	}
 	return o, true
+}
+
+// RetryAfterer is implemented by handler errors that know when a retry may
+// succeed, such as an HTTP target's 429 or 503 with Retry-After. The
+// worker schedules the retry then (capped at the job's BackoffMax) instead
+// of at its exponential backoff.
+type RetryAfterer interface {
+	RetryAfter() time.Duration
 }
 
 // Backoff returns the wait before retrying after attempt n (1-based):

@@ -462,3 +462,35 @@ func TestLockedDatabaseIsOverloadNotHang(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+type retryLater struct{ d time.Duration }
+
+func (e retryLater) Error() string             { return "busy" }
+func (e retryLater) RetryAfter() time.Duration { return e.d }
+
+func TestRetryHonoursRetryAfter(t *testing.T) {
+	st := openStore(t)
+	c := jobs.NewClient(st, jobs.ClientConfig{})
+	reg := jobs.NewRegistry()
+	reg.Handle("busy", jobs.HandlerFunc(func(context.Context, *jobs.Job) error { return retryLater{time.Hour} }))
+	startWorker(t, st, reg, fastWorker())
+	before := time.Now()
+	j := enqueue(t, c, jobs.NewJob{Kind: "busy", BackoffMin: time.Millisecond, BackoffMax: 2 * time.Hour})
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		got, err := c.Get(context.Background(), j.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.State == jobs.StateWaiting && got.Attempt == 1 {
+			if got.RunAt.Before(before.Add(time.Hour)) || got.RunAt.After(time.Now().Add(time.Hour)) {
+				t.Fatalf("retry at %v, want an hour from the attempt (Retry-After), not the 1ms backoff", got.RunAt.Sub(before))
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("job %d: %s attempt %d", j.ID, got.State, got.Attempt)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
