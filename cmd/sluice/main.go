@@ -48,8 +48,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "bench":
 		return runBench(args[1:], stdout, stderr)
 	case "serve":
-		fmt.Fprintln(stderr, "sluice serve: the job server is not built yet; the toolkit packages (workpool, lifecycle) are usable today")
-		return 2
+		return runServe(args[1:], stdout, stderr)
 	default:
 		fmt.Fprintf(stderr, "sluice: unknown command %q\n\n%s", args[0], usage)
 		return 2

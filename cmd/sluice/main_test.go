@@ -19,7 +19,7 @@ func TestRun(t *testing.T) {
 		{nil, 2, "", "Usage:"},
 		{[]string{"help"}, 0, "Usage:", ""},
 		{[]string{"version"}, 0, "sluice " + version, ""},
-		{[]string{"serve"}, 2, "", "not built yet"},
+		{[]string{"serve", "--addr", "0.0.0.0:0"}, 2, "", "without --token"},
 		{[]string{"frobnicate"}, 2, "", `unknown command "frobnicate"`},
 	} {
 		var out, errOut bytes.Buffer

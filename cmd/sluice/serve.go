@@ -1,0 +1,203 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/sluicehq/sluice/jobs"
+	"github.com/sluicehq/sluice/jobs/sqlitestore"
+	"github.com/sluicehq/sluice/lifecycle"
+)
+
+// serveConfig is everything "sluice serve" can be told, by flag or by its
+// SLUICE_* environment variable (the flag wins).
+type serveConfig struct {
+	Addr            string
+	DB              string
+	Token           string
+	Queues          []string
+	ShutdownTimeout time.Duration
+	DrainDelay      time.Duration
+	MaxBody         int64
+	MaxInFlight     int
+	AllowPrivate    bool
+	LogLevel        slog.Level
+}
+
+const serveUsage = `Usage: sluice serve [flags]
+
+Runs the durable job server: the HTTP API, workers for the configured
+queues, and the built-in "http" job kind. Every flag can also be set with
+the environment variable shown.
+`
+
+// parseServe reads flags, falling back to SLUICE_* variables.
+func parseServe(args []string, env func(string) string, stderr io.Writer) (serveConfig, error) {
+	var c serveConfig
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, serveUsage)
+		fs.PrintDefaults()
+	}
+	def := func(name, fallback string) string {
+		if v := env(name); v != "" {
+			return v
+		}
+		return fallback
+	}
+	var queues, shutdown, drain, maxBody, inflight, allow, level string
+	fs.StringVar(&c.Addr, "addr", def("SLUICE_ADDR", "127.0.0.1:8080"), "listen address (SLUICE_ADDR)")
+	fs.StringVar(&c.DB, "db", def("SLUICE_DB", "sqlite:sluice.db"), "database: sqlite:<file> or postgres://... (SLUICE_DB)")
+	fs.StringVar(&c.Token, "token", def("SLUICE_TOKEN", ""), "bearer token required by the API; needed to listen beyond loopback (SLUICE_TOKEN)")
+	fs.StringVar(&queues, "queues", def("SLUICE_QUEUES", jobs.DefaultQueue), "comma-separated queues this node works (SLUICE_QUEUES)")
+	fs.StringVar(&shutdown, "shutdown-timeout", def("SLUICE_SHUTDOWN_TIMEOUT", "25s"), "bound on the whole graceful shutdown (SLUICE_SHUTDOWN_TIMEOUT)")
+	fs.StringVar(&drain, "drain-delay", def("SLUICE_DRAIN_DELAY", "0s"), "time to keep serving after readiness goes false (SLUICE_DRAIN_DELAY)")
+	fs.StringVar(&maxBody, "max-body", def("SLUICE_MAX_BODY", "1048576"), "largest request body in bytes (SLUICE_MAX_BODY)")
+	fs.StringVar(&inflight, "max-in-flight", def("SLUICE_MAX_IN_FLIGHT", "256"), "bound on API requests served at once (SLUICE_MAX_IN_FLIGHT)")
+	fs.StringVar(&allow, "allow-private-targets", def("SLUICE_ALLOW_PRIVATE_TARGETS", "false"), "let http jobs reach loopback/private addresses (SLUICE_ALLOW_PRIVATE_TARGETS)")
+	fs.StringVar(&level, "log-level", def("SLUICE_LOG_LEVEL", "info"), "debug, info, warn or error (SLUICE_LOG_LEVEL)")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	var err error
+	parseDur := func(name, v string) time.Duration {
+		d, e := time.ParseDuration(v)
+		if e != nil || d < 0 {
+			err = errors.Join(err, fmt.Errorf("--%s: %q is not a non-negative duration", name, v))
+		}
+		return d
+	}
+	c.ShutdownTimeout = parseDur("shutdown-timeout", shutdown)
+	c.DrainDelay = parseDur("drain-delay", drain)
+	if n, e := strconv.ParseInt(maxBody, 10, 64); e != nil || n <= 0 {
+		err = errors.Join(err, fmt.Errorf("--max-body: %q is not a positive number of bytes", maxBody))
+	} else {
+		c.MaxBody = n
+	}
+	if n, e := strconv.Atoi(inflight); e != nil || n <= 0 {
+		err = errors.Join(err, fmt.Errorf("--max-in-flight: %q is not a positive number", inflight))
+	} else {
+		c.MaxInFlight = n
+	}
+	if b, e := strconv.ParseBool(allow); e != nil {
+		err = errors.Join(err, fmt.Errorf("--allow-private-targets: %q is not a boolean", allow))
+	} else {
+		c.AllowPrivate = b
+	}
+	if e := c.LogLevel.UnmarshalText([]byte(level)); e != nil {
+		err = errors.Join(err, fmt.Errorf("--log-level: %q is not a level", level))
+	}
+	for _, q := range strings.Split(queues, ",") {
+		if q = strings.TrimSpace(q); q != "" {
+			c.Queues = append(c.Queues, q)
+		}
+	}
+	if len(c.Queues) == 0 {
+		err = errors.Join(err, errors.New("--queues: at least one queue"))
+	}
+	if err == nil && c.Token == "" && !loopbackAddr(c.Addr) {
+		err = fmt.Errorf("refusing to listen on %s without --token (SLUICE_TOKEN): the API would be open to the network", c.Addr)
+	}
+	return c, err
+}
+
+// loopbackAddr reports whether addr listens only on a loopback interface.
+func loopbackAddr(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// openStore opens the database named by --db.
+func openStore(ctx context.Context, db string, log *slog.Logger) (jobs.Store, error) {
+	switch {
+	case strings.HasPrefix(db, "sqlite:"):
+		return sqlitestore.Open(ctx, strings.TrimPrefix(db, "sqlite:"), sqlitestore.Config{})
+	case strings.HasPrefix(db, "postgres://"), strings.HasPrefix(db, "postgresql://"):
+		return nil, errors.New("PostgreSQL is not wired into sluice serve yet")
+	}
+	return nil, fmt.Errorf("--db %q: want sqlite:<file> or postgres://...", db)
+}
+
+// runServe is "sluice serve": it returns the process exit status.
+func runServe(args []string, stdout, stderr io.Writer) int {
+	cfg, err := parseServe(args, os.Getenv, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "sluice serve:", err)
+		return 2
+	}
+	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	svc, srv, err := buildServer(context.Background(), cfg, log)
+	if err != nil {
+		log.Error("sluice serve: start failed", "err", err)
+		return 1
+	}
+	_ = srv
+	return lifecycle.ExitCode(svc.Run(context.Background()))
+}
+
+// server is what buildServer assembled, for tests.
+type server struct {
+	store  jobs.Store
+	worker *jobs.Worker
+	http   *lifecycle.HTTPServer
+}
+
+// buildServer assembles the service: database (closed last), worker,
+// HTTP API (stopped first).
+func buildServer(ctx context.Context, cfg serveConfig, log *slog.Logger) (*lifecycle.Service, *server, error) {
+	store, err := openStore(ctx, cfg.DB, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	s := &server{store: store}
+	svc := lifecycle.New(lifecycle.Config{ShutdownTimeout: cfg.ShutdownTimeout, DrainDelay: cfg.DrainDelay, Logger: log})
+	svc.Add("database", lifecycle.Hook{OnStop: func(context.Context) error { return store.Close() }})
+
+	reg := jobs.NewRegistry()
+	s.worker = jobs.NewWorker(store, reg, jobs.WorkerConfig{Queues: cfg.Queues, Logger: log})
+	svc.Add("worker", s.worker)
+
+	mux := http.NewServeMux()
+	mux.Handle("GET /healthz", svc.HealthzHandler())
+	mux.Handle("GET /readyz", svc.ReadyzHandler())
+	hs := &http.Server{Addr: cfg.Addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	s.http = svc.AddHTTPServer("http", hs, lifecycle.HTTPServerConfig{})
+	log.Info("sluice serve: configured", "addr", cfg.Addr, "db", redactDB(cfg.DB), "queues", cfg.Queues, "auth", cfg.Token != "")
+	return svc, s, nil
+}
+
+// redactDB hides a password in a database URL for logs.
+func redactDB(db string) string {
+	if i := strings.Index(db, "://"); i >= 0 {
+		if at := strings.LastIndex(db, "@"); at > i {
+			if colon := strings.Index(db[i+3:at], ":"); colon >= 0 {
+				return db[:i+3+colon] + ":xxxxx" + db[at:]
+			}
+		}
+	}
+	return db
+}
