@@ -476,3 +476,55 @@ func TestTwoStoresShareFile(t *testing.T) {
 	t.Logf("claims per store: %d, %d", len(claimed[0]), len(claimed[1]))
 	checkCounters(t, stores[1])
 }
+
+// TestFetchCanceledClaimsNothing cancels Fetch at random points: whenever it
+// returns an error, no job may have been claimed (a claimed job nobody
+// received would sit running until its lease expired and use an attempt).
+func TestFetchCanceledClaimsNothing(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(ctx, filepath.Join(t.TempDir(), "jobs.db"), Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	rounds := 200
+	if testing.Short() {
+		rounds = 50
+	}
+	var failed int
+	for i := range rounds {
+		js := mustEnqueue(t, s, t0, "q", jobs.NewJob{Kind: "a"}, jobs.NewJob{Kind: "a"}, jobs.NewJob{Kind: "a"})
+		cctx, cancel := context.WithCancel(ctx)
+		timer := time.AfterFunc(time.Duration(i%50)*20*time.Microsecond, cancel)
+		got, err := s.Fetch(cctx, t0, "q", "w", 10, time.Minute)
+		timer.Stop()
+		cancel()
+		if err == nil {
+			if len(got) != 3 {
+				t.Fatalf("round %d: fetched %d jobs, want 3", i, len(got))
+			}
+		} else {
+			failed++
+			for _, j := range js {
+				g, gerr := s.Get(ctx, j.ID)
+				if gerr != nil {
+					t.Fatal(gerr)
+				}
+				if g.State != jobs.StateWaiting || g.Attempt != 0 {
+					t.Fatalf("round %d: Fetch returned %v but job %d is %s attempt %d", i, err, j.ID, g.State, g.Attempt)
+				}
+			}
+		}
+		// Clear the queue for the next round.
+		left, err := s.Fetch(ctx, t0, "q", "w", 10, time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, j := range append(got, left...) {
+			if _, err := s.Complete(ctx, t0, "w", []jobs.Outcome{{Attempt: jobs.Attempt{ID: j.ID, Attempt: j.Attempt}, Kind: jobs.Succeeded}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	t.Logf("%d of %d fetches were canceled; none claimed a job", failed, rounds)
+}

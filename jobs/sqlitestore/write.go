@@ -220,23 +220,30 @@ func (s *Store) Fetch(ctx context.Context, now time.Time, queue, owner string, l
 		return nil, err
 	}
 	defer cancel()
-	rows, err := s.stmts.fetch.QueryContext(ctx, queue, owner, nanos(now.Add(lease)), nanos(now), limit)
-	if err != nil {
-		return nil, s.wrap(ctx, op, err)
-	}
-	defer rows.Close()
+	// An explicit transaction, committed only after every RETURNING row
+	// was read: in autocommit mode SQLite commits the UPDATE at its first
+	// step, so a ctx canceled while the rows were being read would leave
+	// jobs claimed that the caller never received.
 	var out []*jobs.Job
-	for rows.Next() {
-		j, err := scanJob(rows)
+	err = s.writeTx(ctx, func(tx *sql.Tx) error {
+		rows, err := tx.StmtContext(ctx, s.stmts.fetch).QueryContext(ctx, queue, owner, nanos(now.Add(lease)), nanos(now), limit)
 		if err != nil {
-			return nil, s.wrap(ctx, op, err)
+			return err
 		}
-		out = append(out, j)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, s.wrap(ctx, op, err)
-	}
-	if err := rows.Close(); err != nil {
+		defer rows.Close()
+		for rows.Next() {
+			j, err := scanJob(rows)
+			if err != nil {
+				return err
+			}
+			out = append(out, j)
+		}
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		return rows.Close()
+	})
+	if err != nil {
 		return nil, s.wrap(ctx, op, err)
 	}
 	slices.SortFunc(out, func(a, b *jobs.Job) int {
