@@ -65,15 +65,18 @@ type Worker struct {
 	cfg   WorkerConfig
 	log   *slog.Logger
 
-	fetchCtx    context.Context // canceled by Quiesce
-	stopFetch   context.CancelFunc
-	jobsCtx     context.Context // parent of every job's context; canceled with errShutdown at the drain deadline
-	cancelJobs  context.CancelCauseFunc
-	bgCtx       context.Context // heartbeats, maintenance, completer; canceled by Stop
-	stopBG      context.CancelFunc
-	fetchers    sync.WaitGroup
-	background  sync.WaitGroup
-	flushSignal chan struct{} // buffer 1; any goroutine may signal, nobody closes
+	fetchCtx   context.Context // canceled by Quiesce
+	stopFetch  context.CancelFunc
+	jobsCtx    context.Context // parent of every job's context; canceled with errShutdown at the drain deadline
+	cancelJobs context.CancelCauseFunc
+	bgCtx      context.Context // heartbeats, maintenance, completer; canceled by Stop
+	stopBG     context.CancelFunc
+	fetchers   sync.WaitGroup
+	background sync.WaitGroup // heartbeats, maintenance, notifications
+	completer  sync.WaitGroup
+	// stopComplete is closed by Stop (once, in state 4) to end completeLoop.
+	stopComplete chan struct{}
+	flushSignal  chan struct{} // buffer 1; any goroutine may signal, nobody closes
 
 	mu        sync.Mutex
 	state     int                     // guarded by mu: 0 new, 1 started, 2 quiesced, 3 drained, 4 stopped
@@ -157,14 +160,15 @@ func NewWorker(store Store, reg *Registry, cfg WorkerConfig) *Worker {
 		cfg.Now = time.Now
 	}
 	w := &Worker{
-		store:       store,
-		reg:         reg,
-		cfg:         cfg,
-		log:         cfg.Logger,
-		flushSignal: make(chan struct{}, 1),
-		held:        make(map[int64]*heldJob),
-		queues:      make(map[string]*queueRunner),
-		stoppedCh:   make(chan struct{}),
+		store:        store,
+		reg:          reg,
+		cfg:          cfg,
+		log:          cfg.Logger,
+		flushSignal:  make(chan struct{}, 1),
+		stopComplete: make(chan struct{}),
+		held:         make(map[int64]*heldJob),
+		queues:       make(map[string]*queueRunner),
+		stoppedCh:    make(chan struct{}),
 	}
 	if w.log == nil {
 		w.log = slog.Default()
@@ -244,10 +248,11 @@ func (w *Worker) Start(ctx context.Context) error {
 			go func() { defer w.background.Done(); w.notifyLoop(events) }()
 		}
 	}
-	w.background.Add(3)
+	w.background.Add(2)
 	go func() { defer w.background.Done(); w.heartbeatLoop() }()
 	go func() { defer w.background.Done(); w.maintenanceLoop() }()
-	go func() { defer w.background.Done(); w.completeLoop() }()
+	w.completer.Add(1)
+	go func() { defer w.completer.Done(); w.completeLoop() }()
 	w.log.Info("jobs: worker started", "worker", w.cfg.ID, "queues", w.cfg.Queues)
 	return nil
 }
@@ -335,6 +340,8 @@ func (w *Worker) Stop(ctx context.Context) error {
 		defer cancel()
 	}
 	_ = w.Drain(drainCtx)
+	close(w.stopComplete)
+	w.completer.Wait() // its last batch is written or back in pending
 	flushErr := w.flush(ctx, true)
 	if e, ok := w.store.(Elector); ok {
 		rctx, cancel := context.WithTimeout(ctx, w.cfg.CallTimeout)
@@ -392,9 +399,16 @@ func (w *Worker) fetchLoop(q *queueRunner) {
 			n = min(n, max(lim.Burst(), 1))
 		}
 		now := w.cfg.Now()
-		jobs, err := call(w.fetchCtx, w.cfg.CallTimeout, func(ctx context.Context) ([]*Job, error) {
+		// A fetch in flight is not canceled by Quiesce (only bounded by
+		// CallTimeout): a store may already have claimed the jobs, and they
+		// must reach this worker so that it can release them.
+		jobs, err := call(w.bgCtx, w.cfg.CallTimeout, func(ctx context.Context) ([]*Job, error) {
 			return w.store.Fetch(ctx, now, q.name, w.cfg.ID, n, w.cfg.Lease)
 		})
+		if err == nil && len(jobs) > 0 && w.fetchCtx.Err() != nil {
+			w.release(q, jobs)
+			return
+		}
 		if err != nil {
 			if w.fetchCtx.Err() != nil {
 				return
@@ -419,6 +433,21 @@ func (w *Worker) fetchLoop(q *queueRunner) {
 		}
 		idle = w.cfg.PollInterval
 		w.dispatch(q, jobs, lim)
+	}
+}
+
+// release hands back jobs fetched after Quiesce: back to waiting, no
+// attempt used.
+func (w *Worker) release(q *queueRunner, jobs []*Job) {
+	w.mu.Lock()
+	w.stats.Fetched += len(jobs)
+	for _, j := range jobs {
+		w.held[j.ID] = &heldJob{job: j, q: q}
+		q.active++
+	}
+	w.mu.Unlock()
+	for _, j := range jobs {
+		w.finish(q, Outcome{Attempt: attemptOf(j), Kind: Released})
 	}
 }
 
@@ -591,17 +620,30 @@ func (w *Worker) countStoreErr() {
 }
 
 // completeLoop writes outcomes in batches.
+//
+// It returns when stopComplete is closed, after the batch it was writing
+// (if any) is written or has failed back into pending: Stop then writes
+// what is left itself, so no batch is ever in flight when Stop decides
+// that everything was written.
 func (w *Worker) completeLoop() {
 	for {
 		select {
 		case <-w.flushSignal:
-		case <-w.bgCtx.Done():
+		case <-w.stopComplete:
 			return
 		}
-		sleepCtx(w.bgCtx, w.cfg.FlushDelay) // let a batch gather
+		select { // let a batch gather
+		case <-time.After(w.cfg.FlushDelay):
+		case <-w.stopComplete:
+			return
+		}
 		if err := w.flush(w.bgCtx, false); err != nil && w.bgCtx.Err() == nil {
 			w.log.Warn("jobs: writing outcomes failed, will retry", "err", err)
-			sleepCtx(w.bgCtx, 100*time.Millisecond)
+			select {
+			case <-time.After(100 * time.Millisecond):
+			case <-w.stopComplete:
+				return
+			}
 			signal(w.flushSignal)
 		}
 	}
