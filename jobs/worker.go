@@ -50,6 +50,10 @@ type WorkerConfig struct {
 	// OnRecorded, if set, is called after each batch of outcomes was
 	// written, with which ones applied (fencing may refuse stale ones).
 	OnRecorded func(outcomes []Outcome, applied []bool)
+	// OnAttempt, if set, is called on the job's goroutine after each
+	// attempt's handler returned, with the outcome it will record and the
+	// handler's run time (not called when the lease was lost).
+	OnAttempt func(job *Job, o Outcome, run time.Duration)
 }
 
 // Worker runs jobs: it fetches them in batches from its queues, runs their
@@ -499,11 +503,15 @@ func (w *Worker) runFunc(q *queueRunner, j *Job) func(context.Context) error {
 			ctx, c = context.WithTimeoutCause(ctx, j.AttemptTimeout, errAttemptTimeout)
 			defer c()
 		}
+		start := time.Now()
 		err := w.callHandler(ctx, j)
 		o, ok := w.classify(j, err, context.Cause(ctx))
 		if !ok { // lease lost: whatever we write would be fenced off
 			w.forget(q, j.ID)
 			return nil
+		}
+		if w.cfg.OnAttempt != nil {
+			w.cfg.OnAttempt(j, o, time.Since(start))
 		}
 		w.finish(q, o)
 		return nil

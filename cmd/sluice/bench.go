@@ -58,27 +58,14 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
-	if *cpuprofile != "" {
-		f, err := os.Create(*cpuprofile)
-		if err != nil {
-			fmt.Fprintln(stderr, "sluice bench burn:", err)
-			return 1
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			fmt.Fprintln(stderr, "sluice bench burn:", err)
-			return 1
-		}
-		defer pprof.StopCPUProfile()
-	}
-	if err := burn(ctx, stdout, path, *n, *conc, *fetch, *insertBatch); err != nil {
+	if err := burn(ctx, stdout, path, *n, *conc, *fetch, *insertBatch, *cpuprofile); err != nil {
 		fmt.Fprintln(stderr, "sluice bench burn:", err)
 		return 1
 	}
 	return 0
 }
 
-func burn(ctx context.Context, out io.Writer, path string, n, conc, fetchBatch, insertBatch int) error {
+func burn(ctx context.Context, out io.Writer, path string, n, conc, fetchBatch, insertBatch int, cpuprofile string) error {
 	store, err := sqlitestore.Open(ctx, path, sqlitestore.Config{})
 	if err != nil {
 		return err
@@ -124,6 +111,17 @@ func burn(ctx context.Context, out io.Writer, path string, n, conc, fetchBatch, 
 			}
 		},
 	})
+	if cpuprofile != "" {
+		f, err := os.Create(cpuprofile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	start = time.Now()
 	if err := w.Start(ctx); err != nil {
 		return err
