@@ -66,7 +66,10 @@ func (c *Client) Enqueue(ctx context.Context, job NewJob) (EnqueueResult, error)
 	return res[0], res[0].Err
 }
 
-// EnqueueMany adds jobs to one queue atomically: all are accepted or none.
+// EnqueueMany adds jobs to one queue in one transaction: either the call
+// fails and nothing was inserted (a full queue, a bad job, an unavailable
+// store), or every job has a result: inserted, a duplicate of an existing
+// job with the same idempotency key, or ErrIdempotencyConflict in its Err.
 // A job's Queue must be empty or equal to queue.
 //
 // A full queue answers with a *QueueFullError whose RetryAfter estimates,

@@ -2,12 +2,12 @@
 //
 // Usage:
 //
-//	sluice serve       run the durable job server (not built yet)
+//	sluice serve       run the durable job server
+//	sluice enqueue     enqueue a job through the API
+//	sluice job         inspect and cancel jobs
+//	sluice queue       configure queues
 //	sluice bench burn  time no-op jobs through the durable engine
 //	sluice version     print the version
-//
-// The subcommands arrive with their packages; until the server exists,
-// "sluice serve" says so and exits with status 2 rather than pretending.
 package main
 
 import (
@@ -25,7 +25,10 @@ func main() {
 const usage = `Sluice: bounded, cancellable, observable work for Go services.
 
 Usage:
-  sluice serve     run the durable job server (not built yet: see docs/)
+  sluice serve     run the durable job server (sluice serve -h for its flags)
+  sluice enqueue   enqueue a job through the API
+  sluice job       get|cancel|ls|group: inspect and cancel jobs
+  sluice queue     ls|get|set|pause|resume: configure queues
   sluice bench burn --db sqlite:<file> [--jobs N]
                    time N no-op jobs through the durable engine
   sluice version   print the version
@@ -45,6 +48,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "version":
 		fmt.Fprintln(stdout, "sluice", version)
 		return 0
+	case "enqueue":
+		return runEnqueue(args[1:], stdout, stderr)
+	case "job":
+		return runJob(args[1:], stdout, stderr)
+	case "queue":
+		return runQueue(args[1:], stdout, stderr)
 	case "bench":
 		return runBench(args[1:], stdout, stderr)
 	case "serve":

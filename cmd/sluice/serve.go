@@ -14,6 +14,13 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/sluicehq/sluice/admit"
+	"github.com/sluicehq/sluice/httpapi"
+	"github.com/sluicehq/sluice/httptarget"
 	"github.com/sluicehq/sluice/jobs"
 	"github.com/sluicehq/sluice/jobs/sqlitestore"
 	"github.com/sluicehq/sluice/lifecycle"
@@ -56,7 +63,16 @@ func parseServe(args []string, env func(string) string, stderr io.Writer) (serve
 		}
 		return fallback
 	}
-	var queues, shutdown, drain, maxBody, inflight, allow, level string
+	var queues, shutdown, drain, maxBody, inflight, level string
+	allowDefault := false
+	var err error
+	if v := env("SLUICE_ALLOW_PRIVATE_TARGETS"); v != "" {
+		b, e := strconv.ParseBool(v)
+		if e != nil {
+			err = fmt.Errorf("SLUICE_ALLOW_PRIVATE_TARGETS: %q is not a boolean", v)
+		}
+		allowDefault = b
+	}
 	fs.StringVar(&c.Addr, "addr", def("SLUICE_ADDR", "127.0.0.1:8080"), "listen address (SLUICE_ADDR)")
 	fs.StringVar(&c.DB, "db", def("SLUICE_DB", "sqlite:sluice.db"), "database: sqlite:<file> or postgres://... (SLUICE_DB)")
 	fs.StringVar(&c.Token, "token", def("SLUICE_TOKEN", ""), "bearer token required by the API; needed to listen beyond loopback (SLUICE_TOKEN)")
@@ -65,15 +81,14 @@ func parseServe(args []string, env func(string) string, stderr io.Writer) (serve
 	fs.StringVar(&drain, "drain-delay", def("SLUICE_DRAIN_DELAY", "0s"), "time to keep serving after readiness goes false (SLUICE_DRAIN_DELAY)")
 	fs.StringVar(&maxBody, "max-body", def("SLUICE_MAX_BODY", "1048576"), "largest request body in bytes (SLUICE_MAX_BODY)")
 	fs.StringVar(&inflight, "max-in-flight", def("SLUICE_MAX_IN_FLIGHT", "256"), "bound on API requests served at once (SLUICE_MAX_IN_FLIGHT)")
-	fs.StringVar(&allow, "allow-private-targets", def("SLUICE_ALLOW_PRIVATE_TARGETS", "false"), "let http jobs reach loopback/private addresses (SLUICE_ALLOW_PRIVATE_TARGETS)")
+	fs.BoolVar(&c.AllowPrivate, "allow-private-targets", allowDefault, "let http jobs reach loopback, private and link-local addresses (SLUICE_ALLOW_PRIVATE_TARGETS)")
 	fs.StringVar(&level, "log-level", def("SLUICE_LOG_LEVEL", "info"), "debug, info, warn or error (SLUICE_LOG_LEVEL)")
-	if err := fs.Parse(args); err != nil {
-		return c, err
+	if perr := fs.Parse(args); perr != nil {
+		return c, perr
 	}
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
-	var err error
 	parseDur := func(name, v string) time.Duration {
 		d, e := time.ParseDuration(v)
 		if e != nil || d < 0 {
@@ -92,11 +107,6 @@ func parseServe(args []string, env func(string) string, stderr io.Writer) (serve
 		err = errors.Join(err, fmt.Errorf("--max-in-flight: %q is not a positive number", inflight))
 	} else {
 		c.MaxInFlight = n
-	}
-	if b, e := strconv.ParseBool(allow); e != nil {
-		err = errors.Join(err, fmt.Errorf("--allow-private-targets: %q is not a boolean", allow))
-	} else {
-		c.AllowPrivate = b
 	}
 	if e := c.LogLevel.UnmarshalText([]byte(level)); e != nil {
 		err = errors.Join(err, fmt.Errorf("--log-level: %q is not a level", level))
@@ -134,9 +144,9 @@ func openStore(ctx context.Context, db string, log *slog.Logger) (jobs.Store, er
 	case strings.HasPrefix(db, "sqlite:"):
 		return sqlitestore.Open(ctx, strings.TrimPrefix(db, "sqlite:"), sqlitestore.Config{})
 	case strings.HasPrefix(db, "postgres://"), strings.HasPrefix(db, "postgresql://"):
-		return nil, errors.New("PostgreSQL is not wired into sluice serve yet")
+		return nil, errors.New("postgres is not wired into sluice serve yet")
 	}
-	return nil, fmt.Errorf("--db %q: want sqlite:<file> or postgres://...", db)
+	return nil, fmt.Errorf("--db %q: want sqlite:<file> or a postgres:// URL", db)
 }
 
 // runServe is "sluice serve": it returns the process exit status.
@@ -150,12 +160,11 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
-	svc, srv, err := buildServer(context.Background(), cfg, log)
+	svc, _, err := buildServer(context.Background(), cfg, log)
 	if err != nil {
 		log.Error("sluice serve: start failed", "err", err)
 		return 1
 	}
-	_ = srv
 	return lifecycle.ExitCode(svc.Run(context.Background()))
 }
 
@@ -177,13 +186,34 @@ func buildServer(ctx context.Context, cfg serveConfig, log *slog.Logger) (*lifec
 	svc := lifecycle.New(lifecycle.Config{ShutdownTimeout: cfg.ShutdownTimeout, DrainDelay: cfg.DrainDelay, Logger: log})
 	svc.Add("database", lifecycle.Hook{OnStop: func(context.Context) error { return store.Close() }})
 
+	m := newMetrics()
 	reg := jobs.NewRegistry()
-	s.worker = jobs.NewWorker(store, reg, jobs.WorkerConfig{Queues: cfg.Queues, Logger: log})
+	targets := httptarget.New(httptarget.Config{AllowPrivate: cfg.AllowPrivate, Logger: log})
+	targets.Register(reg)
+	svc.Add("http-targets", lifecycle.Hook{OnStop: func(context.Context) error { targets.Close(); return nil }})
+	s.worker = jobs.NewWorker(store, reg, jobs.WorkerConfig{Queues: cfg.Queues, Logger: log, OnAttempt: m.onAttempt})
 	svc.Add("worker", s.worker)
 
+	lim := admit.New(admit.Config{MaxInFlight: cfg.MaxInFlight})
+	svc.Add("admission", lifecycle.Hook{OnQuiesce: lim.Quiesce})
+	m.store, m.queues, m.worker, m.lim, m.targets = store, cfg.Queues, s.worker, lim, targets
+	promReg := prometheus.NewRegistry()
+	promReg.MustRegister(m, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	client := jobs.NewClient(countingStore{Store: store, m: m}, jobs.ClientConfig{})
+	api := httpapi.New(client, httpapi.Config{
+		MaxBodyBytes: cfg.MaxBody,
+		Token:        cfg.Token,
+		Logger:       log,
+		Ready:        svc.Ready,
+		Metrics:      promhttp.HandlerFor(promReg, promhttp.HandlerOpts{}),
+	})
 	mux := http.NewServeMux()
+	// Liveness and readiness bypass admission control: an overloaded
+	// server is alive, and its readiness must stay observable.
 	mux.Handle("GET /healthz", svc.HealthzHandler())
 	mux.Handle("GET /readyz", svc.ReadyzHandler())
+	mux.Handle("/", lim.Middleware(api))
 	hs := &http.Server{Addr: cfg.Addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	s.http = svc.AddHTTPServer("http", hs, lifecycle.HTTPServerConfig{})
 	log.Info("sluice serve: configured", "addr", cfg.Addr, "db", redactDB(cfg.DB), "queues", cfg.Queues, "auth", cfg.Token != "")

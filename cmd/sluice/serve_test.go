@@ -41,7 +41,7 @@ func TestParseServe(t *testing.T) {
 		{[]string{"--drain-delay", "-1s"}, "--drain-delay"},
 		{[]string{"--max-body", "0"}, "--max-body"},
 		{[]string{"--max-in-flight", "x"}, "--max-in-flight"},
-		{[]string{"--allow-private-targets", "maybe"}, "--allow-private-targets"},
+		{[]string{"--allow-private-targets=maybe"}, "allow-private-targets"},
 		{[]string{"--log-level", "loud"}, "--log-level"},
 		{[]string{"--queues", " , "}, "--queues"},
 		{[]string{"extra"}, "unexpected argument"},
@@ -49,6 +49,17 @@ func TestParseServe(t *testing.T) {
 		if _, err := parseServe(tc.args, get, io.Discard); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%v: err = %v, want it to mention %q", tc.args, err, tc.want)
 		}
+	}
+	if c, err := parseServe([]string{"--allow-private-targets"}, get, io.Discard); err != nil || !c.AllowPrivate {
+		t.Fatalf("--allow-private-targets: %+v, %v", c, err)
+	}
+	env["SLUICE_ALLOW_PRIVATE_TARGETS"] = "yes"
+	if _, err := parseServe(nil, get, io.Discard); err == nil || !strings.Contains(err.Error(), "SLUICE_ALLOW_PRIVATE_TARGETS") {
+		t.Fatalf("bad env boolean: %v", err)
+	}
+	env["SLUICE_ALLOW_PRIVATE_TARGETS"] = "true"
+	if c, err := parseServe(nil, get, io.Discard); err != nil || !c.AllowPrivate {
+		t.Fatalf("env boolean: %+v, %v", c, err)
 	}
 	if _, err := parseServe([]string{"--addr", "0.0.0.0:8080", "--token", "s3cret"}, get, io.Discard); err != nil {
 		t.Fatalf("non-loopback with a token: %v", err)
