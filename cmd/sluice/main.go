@@ -29,6 +29,7 @@ Usage:
   sluice enqueue   enqueue a job through the API
   sluice job       get|cancel|ls|group: inspect and cancel jobs
   sluice queue     ls|get|set|pause|resume: configure queues
+  sluice migrate   --db postgres://... : create or upgrade the PostgreSQL schema
   sluice bench burn --db sqlite:<file> [--jobs N]
                    time N no-op jobs through the durable engine
   sluice version   print the version
@@ -54,6 +55,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runJob(args[1:], stdout, stderr)
 	case "queue":
 		return runQueue(args[1:], stdout, stderr)
+	case "migrate":
+		return runMigrate(args[1:], stdout, stderr)
 	case "bench":
 		return runBench(args[1:], stdout, stderr)
 	case "serve":

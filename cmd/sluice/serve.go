@@ -22,6 +22,7 @@ import (
 	"github.com/sluicehq/sluice/httpapi"
 	"github.com/sluicehq/sluice/httptarget"
 	"github.com/sluicehq/sluice/jobs"
+	"github.com/sluicehq/sluice/jobs/pgstore"
 	"github.com/sluicehq/sluice/jobs/sqlitestore"
 	"github.com/sluicehq/sluice/lifecycle"
 )
@@ -144,7 +145,7 @@ func openStore(ctx context.Context, db string, log *slog.Logger) (jobs.Store, er
 	case strings.HasPrefix(db, "sqlite:"):
 		return sqlitestore.Open(ctx, strings.TrimPrefix(db, "sqlite:"), sqlitestore.Config{})
 	case strings.HasPrefix(db, "postgres://"), strings.HasPrefix(db, "postgresql://"):
-		return nil, errors.New("postgres is not wired into sluice serve yet")
+		return pgstore.Open(ctx, db, pgstore.Config{Logger: log})
 	}
 	return nil, fmt.Errorf("--db %q: want sqlite:<file> or a postgres:// URL", db)
 }
