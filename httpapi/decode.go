@@ -33,6 +33,11 @@ const maxNameLen = 128
 // *mediaTypeError (415).
 func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
 	if r.ContentLength > limit {
+		// Refuse without reading the body, but through MaxBytesReader: it
+		// tells net/http the request was too large, so the server closes
+		// the connection after the 413 instead of resetting it before the
+		// client could read the answer.
+		_, _ = io.Copy(io.Discard, http.MaxBytesReader(w, r.Body, 0))
 		return nil, &http.MaxBytesError{Limit: limit}
 	}
 	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))

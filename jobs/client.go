@@ -18,6 +18,10 @@ type ClientConfig struct {
 	RateWindow time.Duration
 	// Now returns the current time. Nil means time.Now.
 	Now func() time.Time
+	// Validate, if set, checks each job after Normalize, before it is
+	// stored: a server uses it to refuse a payload its handler could never
+	// run (return a *ValidationError naming the field). Nil accepts all.
+	Validate func(*NewJob) error
 }
 
 // Client enqueues, inspects and cancels jobs, and configures queues. It is
@@ -90,6 +94,11 @@ func (c *Client) EnqueueMany(ctx context.Context, queue string, batch []NewJob) 
 		j.Queue = queue
 		if err := j.Normalize(now); err != nil {
 			return nil, err
+		}
+		if c.cfg.Validate != nil {
+			if err := c.cfg.Validate(&j); err != nil {
+				return nil, err
+			}
 		}
 		jobs[i] = j
 	}

@@ -128,8 +128,10 @@ const (
 	Failed
 	// Canceled: the job ends canceled (its cancellation was requested).
 	Canceled
-	// Released: the worker is stopping; back to waiting at once, and the
-	// attempt is not used (Attempt goes back down by one).
+	// Released: the attempt never really happened (the worker is
+	// stopping, or the handler withheld the work, see NotAttempted): back
+	// to waiting, keeping its place in line, or at RunAt when it is set;
+	// the attempt is not used (Attempt goes back down by one).
 	Released
 	// Expired: the job's deadline passed while it ran.
 	Expired

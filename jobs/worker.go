@@ -548,6 +548,18 @@ func (w *Worker) classify(j *Job, err, cause error) (Outcome, bool) {
 		o.Kind, o.Reason, o.Error = Expired, "deadline passed while running", err.Error()
 	case IsPermanent(err):
 		o.Kind, o.Error, o.Reason = Failed, err.Error(), "permanent error"
+	case notAttempted(err):
+		// The handler withheld the work (its dependency's breaker is open,
+		// or it is saturated): the job goes back without using an attempt,
+		// at the dependency's Retry-After, else at its backoff. Its
+		// deadline still bounds how long it can wait.
+		o.Kind = Released
+		d := Backoff(j.BackoffMin, j.BackoffMax, j.Attempt)
+		var ra RetryAfterer
+		if errors.As(err, &ra) && ra.RetryAfter() > 0 {
+			d = min(ra.RetryAfter(), j.BackoffMax)
+		}
+		o.RunAt = w.cfg.Now().Add(d)
 	default:
 		o.Kind, o.Error = Retry, err.Error()
 		if errors.Is(cause, errAttemptTimeout) {
@@ -562,6 +574,19 @@ func (w *Worker) classify(j *Job, err, cause error) (Outcome, bool) {
 		}
 	}
 	return o, true
+}
+
+// NotAttempter is implemented by handler errors that can say the work was
+// withheld without being attempted: a circuit breaker was open, or the
+// dependency's concurrency limit was reached. Such a job goes back to
+// waiting without using an attempt (see Released).
+type NotAttempter interface {
+	NotAttempted() bool
+}
+
+func notAttempted(err error) bool {
+	var na NotAttempter
+	return errors.As(err, &na) && na.NotAttempted()
 }
 
 // RetryAfterer is implemented by handler errors that know when a retry may

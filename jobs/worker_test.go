@@ -494,3 +494,28 @@ func TestRetryHonoursRetryAfter(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+type withheld struct{ d time.Duration }
+
+func (e withheld) Error() string             { return "breaker open" }
+func (e withheld) RetryAfter() time.Duration { return e.d }
+func (e withheld) NotAttempted() bool        { return true }
+
+func TestWithheldWorkDoesNotUseAttempts(t *testing.T) {
+	st := openStore(t)
+	c := jobs.NewClient(st, jobs.ClientConfig{})
+	var calls atomic.Int32
+	reg := jobs.NewRegistry()
+	reg.Handle("guarded", jobs.HandlerFunc(func(context.Context, *jobs.Job) error {
+		if calls.Add(1) <= 3 {
+			return withheld{20 * time.Millisecond}
+		}
+		return nil
+	}))
+	startWorker(t, st, reg, fastWorker())
+	j := enqueue(t, c, jobs.NewJob{Kind: "guarded", MaxAttempts: 1})
+	got := waitState(t, c, j.ID, jobs.StateSucceeded)
+	if got.Attempt != 1 || calls.Load() != 4 {
+		t.Fatalf("attempt %d after %d calls; want attempt 1 after 4 (3 withheld)", got.Attempt, calls.Load())
+	}
+}

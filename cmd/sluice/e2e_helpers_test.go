@@ -121,8 +121,6 @@ type serverOpts struct {
 
 // e2eServer is a running "sluice serve" child process.
 type e2eServer struct {
-	t      *testing.T
-	name   string // for logs: "server", "server (restart)"...
 	url    string // http://127.0.0.1:<port>
 	db     string
 	token  string
@@ -195,13 +193,12 @@ func tryStartServer(t *testing.T, bin string, o serverOpts) (s *e2eServer, retry
 	}
 	args = append(args, o.extra...)
 	s = &e2eServer{
-		t:      t,
 		url:    "http://" + addr,
 		db:     o.db,
 		token:  o.token,
 		stderr: &syncBuffer{},
 		done:   make(chan struct{}),
-		http:   &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}},
+		http:   &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{}},
 	}
 	s.cmd = exec.Command(bin, args...)
 	s.cmd.Env = serverEnv()
@@ -257,10 +254,10 @@ func tryStartServer(t *testing.T, bin string, o serverOpts) (s *e2eServer, retry
 }
 
 // signal sends sig to the server process.
-func (s *e2eServer) signal(sig syscall.Signal) {
-	s.t.Helper()
+func (s *e2eServer) signal(t *testing.T, sig syscall.Signal) {
+	t.Helper()
 	if err := s.cmd.Process.Signal(sig); err != nil {
-		s.t.Fatalf("signal %v: %v", sig, err)
+		t.Fatalf("signal %v: %v", sig, err)
 	}
 }
 
@@ -305,8 +302,8 @@ func (r apiResponse) String() string {
 // or anything else encoded as JSON. Headers without a value are removed
 // (so {"Authorization": ""} sends no token); otherwise the server's token
 // is sent, and Content-Type: application/json with a body.
-func (s *e2eServer) request(method, path string, body any, headers map[string]string) apiResponse {
-	s.t.Helper()
+func (s *e2eServer) request(t *testing.T, method, path string, body any, headers map[string]string) apiResponse {
+	t.Helper()
 	var rd io.Reader
 	switch b := body.(type) {
 	case nil:
@@ -317,13 +314,13 @@ func (s *e2eServer) request(method, path string, body any, headers map[string]st
 	default:
 		data, err := json.Marshal(b)
 		if err != nil {
-			s.t.Fatal(err)
+			t.Fatal(err)
 		}
 		rd = bytes.NewReader(data)
 	}
 	req, err := http.NewRequest(method, s.url+path, rd)
 	if err != nil {
-		s.t.Fatal(err)
+		t.Fatal(err)
 	}
 	if s.token != "" {
 		req.Header.Set("Authorization", "Bearer "+s.token)
@@ -340,12 +337,12 @@ func (s *e2eServer) request(method, path string, body any, headers map[string]st
 	}
 	resp, err := s.http.Do(req)
 	if err != nil {
-		s.t.Fatalf("%s %s: %v", method, path, err)
+		t.Fatalf("%s %s: %v", method, path, err)
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(resp.Body)
 	if err != nil {
-		s.t.Fatalf("%s %s: reading the answer: %v", method, path, err)
+		t.Fatalf("%s %s: reading the answer: %v", method, path, err)
 	}
 	return apiResponse{Status: resp.StatusCode, Header: resp.Header, Body: data}
 }
@@ -383,39 +380,39 @@ func (j e2eJob) String() string {
 
 // enqueue enqueues one job into queue and fails the test unless the
 // answer is 201 Created.
-func (s *e2eServer) enqueue(queue string, job any) e2eJob {
-	s.t.Helper()
-	r := s.request("POST", "/v1/queues/"+queue+"/jobs", job, nil)
+func (s *e2eServer) enqueue(t *testing.T, queue string, job any) e2eJob {
+	t.Helper()
+	r := s.request(t, "POST", "/v1/queues/"+queue+"/jobs", job, nil)
 	if r.Status != http.StatusCreated {
-		s.t.Fatalf("enqueue into %s: %s", queue, r)
+		t.Fatalf("enqueue into %s: %s", queue, r)
 	}
 	var j e2eJob
 	if err := json.Unmarshal(r.Body, &j); err != nil {
-		s.t.Fatalf("enqueue answer %s: %v", r, err)
+		t.Fatalf("enqueue answer %s: %v", r, err)
 	}
 	return j
 }
 
 // job reads one job.
-func (s *e2eServer) job(id int64) e2eJob {
-	s.t.Helper()
-	r := s.request("GET", "/v1/jobs/"+strconv.FormatInt(id, 10), nil, nil)
+func (s *e2eServer) job(t *testing.T, id int64) e2eJob {
+	t.Helper()
+	r := s.request(t, "GET", "/v1/jobs/"+strconv.FormatInt(id, 10), nil, nil)
 	if r.Status != http.StatusOK {
-		s.t.Fatalf("get job %d: %s", id, r)
+		t.Fatalf("get job %d: %s", id, r)
 	}
 	var j e2eJob
 	if err := json.Unmarshal(r.Body, &j); err != nil {
-		s.t.Fatalf("job answer %s: %v", r, err)
+		t.Fatalf("job answer %s: %v", r, err)
 	}
 	return j
 }
 
 // waitJob polls job id until it is terminal, for at most d.
-func (s *e2eServer) waitJob(id int64, d time.Duration) e2eJob {
-	s.t.Helper()
+func (s *e2eServer) waitJob(t *testing.T, id int64, d time.Duration) e2eJob {
+	t.Helper()
 	var j e2eJob
-	waitFor(s.t, d, func() (bool, string) {
-		j = s.job(id)
+	waitFor(t, d, func() (bool, string) {
+		j = s.job(t, id)
 		return j.terminal(), j.String()
 	})
 	return j
@@ -446,6 +443,7 @@ type delivery struct {
 	Queue    string // Sluice-Queue
 	Deadline string // Sluice-Deadline
 	Method   string
+	Path     string
 	Header   http.Header
 	Body     []byte
 	N        int       // deliveries of this job so far, this one included
@@ -478,7 +476,7 @@ func newTarget(t *testing.T, respond respondFunc) *target {
 		attempt, _ := strconv.Atoi(r.Header.Get("Sluice-Attempt"))
 		d := &delivery{
 			JobID: id, Attempt: attempt, Key: r.Header.Get("Idempotency-Key"), Queue: r.Header.Get("Sluice-Queue"),
-			Deadline: r.Header.Get("Sluice-Deadline"), Method: r.Method, Header: r.Header.Clone(), Body: body, At: time.Now(),
+			Deadline: r.Header.Get("Sluice-Deadline"), Method: r.Method, Path: r.URL.Path, Header: r.Header.Clone(), Body: body, At: time.Now(),
 		}
 		tg.mu.Lock()
 		tg.perJob[id]++

@@ -201,7 +201,7 @@ func buildServer(ctx context.Context, cfg serveConfig, log *slog.Logger) (*lifec
 	promReg := prometheus.NewRegistry()
 	promReg.MustRegister(m, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	client := jobs.NewClient(countingStore{Store: store, m: m}, jobs.ClientConfig{})
+	client := jobs.NewClient(countingStore{Store: store, m: m}, jobs.ClientConfig{Validate: validateJob})
 	api := httpapi.New(client, httpapi.Config{
 		MaxBodyBytes: cfg.MaxBody,
 		Token:        cfg.Token,
@@ -212,13 +212,23 @@ func buildServer(ctx context.Context, cfg serveConfig, log *slog.Logger) (*lifec
 	mux := http.NewServeMux()
 	// Liveness and readiness bypass admission control: an overloaded
 	// server is alive, and its readiness must stay observable.
-	mux.Handle("GET /healthz", svc.HealthzHandler())
-	mux.Handle("GET /readyz", svc.ReadyzHandler())
+	mux.Handle("GET /healthz", api)
+	mux.Handle("GET /readyz", api)
 	mux.Handle("/", lim.Middleware(api))
 	hs := &http.Server{Addr: cfg.Addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	s.http = svc.AddHTTPServer("http", hs, lifecycle.HTTPServerConfig{})
 	log.Info("sluice serve: configured", "addr", cfg.Addr, "db", redactDB(cfg.DB), "queues", cfg.Queues, "auth", cfg.Token != "")
 	return svc, s, nil
+}
+
+// validateJob refuses at enqueue a job of a built-in kind whose payload
+// its handler could never run, naming the field (400 from the API).
+func validateJob(j *jobs.NewJob) error {
+	if j.Kind == httptarget.Kind {
+		_, err := httptarget.ParseRequest(j.Payload)
+		return err
+	}
+	return nil
 }
 
 // redactDB hides a password in a database URL for logs.

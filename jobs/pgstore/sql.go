@@ -190,7 +190,9 @@ const (
 		WHEN o.kind = 2 AND NOT j.cancel_requested AND j.attempt < j.max_attempts THEN NULL
 		WHEN o.kind = 5 AND NOT j.cancel_requested THEN NULL
 		ELSE $8::bigint END,
-	run_at = CASE WHEN o.kind = 2 AND NOT j.cancel_requested AND j.attempt < j.max_attempts THEN o.run_at ELSE j.run_at END,
+	run_at = CASE WHEN o.kind = 2 AND NOT j.cancel_requested AND j.attempt < j.max_attempts THEN o.run_at
+		WHEN o.kind = 5 AND NOT j.cancel_requested AND o.run_at <> 0 THEN o.run_at
+		ELSE j.run_at END,
 	attempt = CASE WHEN o.kind = 5 THEN j.attempt - 1 ELSE j.attempt END,
 	last_error = CASE WHEN o.kind IN (2, 3) THEN o.error ELSE j.last_error END,
 	reason = CASE o.kind

@@ -444,6 +444,9 @@ func (s *Store) Complete(ctx context.Context, now time.Time, owner string, outco
 					runAt = now
 				}
 				runAts[k], errs[k], reasons[k] = nanos(runAt), o.Error, o.Reason
+				if o.Kind == jobs.Released && o.RunAt.IsZero() {
+					runAts[k] = 0 // keep the job's place in line
+				}
 				index[o.ID] = i
 			}
 			rows, err := tx.Query(ctx, s.q.complete, ids, owner, attempts, kinds, runAts, errs, reasons, nowNS)

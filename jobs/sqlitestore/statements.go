@@ -130,8 +130,10 @@ const (
 	finished_at = CASE WHEN cancel_requested <> 0 OR attempt >= max_attempts THEN ?4 END,
 	last_error = ?5, updated_at = ?4, lease_owner = NULL, lease_expires_at = NULL ` + fenced + completeReturning
 
+	// ?5 run at, NULL to keep the job's place.
 	sqlReleased = `UPDATE jobs SET
 	state = CASE WHEN cancel_requested <> 0 THEN 'canceled' ELSE 'waiting' END,
+	run_at = CASE WHEN cancel_requested = 0 AND ?5 IS NOT NULL THEN ?5 ELSE run_at END,
 	finished_at = CASE WHEN cancel_requested <> 0 THEN ?4 END,
 	attempt = attempt - 1, updated_at = ?4, lease_owner = NULL, lease_expires_at = NULL ` + fenced + completeReturning
 

@@ -346,6 +346,12 @@ func (s *Store) Complete(ctx context.Context, now time.Time, owner string, outco
 					runAt = now
 				}
 				args = append(args, o.Error, nanos(runAt))
+			case jobs.Released:
+				var runAt any // NULL: keep its place in line
+				if !o.RunAt.IsZero() {
+					runAt = nanos(o.RunAt)
+				}
+				args = append(args, runAt)
 			}
 			var (
 				state, group string

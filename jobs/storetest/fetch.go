@@ -259,9 +259,30 @@ var completeTests = []subtest{
 		if got.Attempt != 0 {
 			h.t.Errorf("released job's Attempt = %d, want 0 (a release does not use the attempt)", got.Attempt)
 		}
+		h.wantTime("RunAt after a release without RunAt", got.RunAt, T0)
 		j2 := h.fetch1(at(time.Second), "q", "w2", time.Minute)
 		if j2.ID != j.ID || j2.Attempt != 1 || j2.LeaseOwner != "w2" {
 			h.t.Errorf("Fetch right after the release = %s, want job %d attempt 1 owned by w2", show(j2), j.ID)
+		}
+	}},
+	{"ReleasedWithRunAt", func(h *h) {
+		// A handler that withheld the work (a saturated dependency) hands
+		// the job back for later without using the attempt.
+		h.enqueue1(T0, job("q"))
+		j := h.fetch1(T0, "q", "w1", time.Minute)
+		o := ok(j, jobs.Released)
+		o.RunAt = at(time.Minute)
+		h.completeOK(at(time.Second), "w1", o)
+		got := h.wantState(j.ID, jobs.StateWaiting)
+		if got.Attempt != 0 {
+			h.t.Errorf("Attempt = %d, want 0", got.Attempt)
+		}
+		h.wantTime("RunAt", got.RunAt, at(time.Minute))
+		if js := h.fetch(at(30*time.Second), "q", "w2", 10, time.Minute); len(js) != 0 {
+			h.t.Errorf("fetched %v before its RunAt", ids(js))
+		}
+		if j2 := h.fetch1(at(time.Minute), "q", "w2", time.Minute); j2.ID != j.ID || j2.Attempt != 1 {
+			h.t.Errorf("Fetch at RunAt = %s", show(j2))
 		}
 	}},
 	{"Fencing", func(h *h) {

@@ -1,0 +1,310 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sluicehq/sluice/jobs"
+)
+
+// latencySettings are the knobs of "sluice bench latency".
+type latencySettings struct {
+	rate        float64       // arrivals per second
+	duration    time.Duration // length of the arrival schedule
+	concurrency int           // queue concurrency
+	enqueuers   int           // goroutines that enqueue
+	queues      int           // queues the arrivals are spread over, round robin
+	wait        time.Duration // bound on waiting for the last jobs to start
+}
+
+// Schedule tolerances: an arrival whose Enqueue call starts more than
+// lateAfter after its due time is late; one that would start more than
+// missAfter after it is not sent at all (missed), so that a generator that
+// cannot keep up ends on time instead of sending a backlog.
+const (
+	lateAfter = time.Millisecond
+	missAfter = time.Second
+)
+
+// latencyPayload is what each job carries: its arrival index and the wall
+// clock just before its Enqueue call, in Unix ns. Warm-up jobs have I = -1.
+type latencyPayload struct {
+	I int64 `json:"i"`
+	T int64 `json:"t"`
+}
+
+// runLatency is "sluice bench latency".
+func runLatency(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("bench latency", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	db := benchDB{cmd: "latency"}
+	db.flags(fs)
+	var s latencySettings
+	fs.Float64Var(&s.rate, "rate", 5000, "arrivals per second (single-job Enqueue calls)")
+	fs.DurationVar(&s.duration, "duration", 10*time.Second, "length of the arrival schedule")
+	fs.IntVar(&s.concurrency, "concurrency", 1000, "jobs run at once")
+	fs.IntVar(&s.enqueuers, "enqueuers", 16, "goroutines sharing the arrival schedule")
+	fs.IntVar(&s.queues, "queues", 1, "spread the arrivals round robin over this many queues (latency_0, latency_1, ...), all worked by the one worker")
+	fs.DurationVar(&s.wait, "wait", 30*time.Second, "after the schedule, wait at most this long for every job to start")
+	timeout := fs.Duration("timeout", 10*time.Minute, "give up after this long")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() != 0 {
+		return benchExit(stderr, "latency", fmt.Errorf("%w: unexpected argument %q", errBenchUsage, fs.Arg(0)))
+	}
+	if !(s.rate > 0) || math.IsInf(s.rate, 0) || s.duration <= 0 || s.concurrency <= 0 || s.enqueuers <= 0 || s.queues <= 0 || s.wait <= 0 {
+		return benchExit(stderr, "latency", fmt.Errorf("%w: --rate, --duration, --concurrency, --enqueuers, --queues and --wait must be positive", errBenchUsage))
+	}
+	if n := s.rate * s.duration.Seconds(); n < 1 || n > 100_000_000 {
+		return benchExit(stderr, "latency", fmt.Errorf("%w: --rate × --duration must be 1..100,000,000 jobs", errBenchUsage))
+	}
+	if err := db.check(); err != nil {
+		return benchExit(stderr, "latency", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	defer cancel()
+	// One connection per enqueuer, and room for the worker's fetches,
+	// completions, heartbeats and maintenance.
+	store, cleanup, err := db.open(ctx, stderr, int32(min(s.enqueuers+8, 1000)))
+	if err != nil {
+		return benchExit(stderr, "latency", err)
+	}
+	err = latency(ctx, stdout, stderr, store, s)
+	return benchExit(stderr, "latency", errors.Join(err, cleanup()))
+}
+
+// arrivalStats is what the generator saw.
+type arrivalStats struct {
+	due      int64         // arrivals in the schedule
+	sent     int64         // Enqueue calls that succeeded
+	late     int64         // arrivals sent more than lateAfter behind schedule
+	missed   int64         // arrivals not sent: more than missAfter behind
+	errs     int64         // Enqueue calls that failed
+	maxLag   time.Duration // worst delay of a sent arrival behind its due time
+	firstErr error
+}
+
+// latency runs the benchmark on store: a worker, then the arrival
+// schedule, then the wait for every enqueued job to start.
+func latency(ctx context.Context, out, stderr io.Writer, store jobs.Store, s latencySettings) error {
+	n := int64(math.Round(s.rate * s.duration.Seconds()))
+	client := jobs.NewClient(store, jobs.ClientConfig{})
+	queues := make([]string, s.queues)
+	for k := range queues {
+		queues[k] = "latency"
+		if s.queues > 1 {
+			queues[k] = "latency_" + strconv.Itoa(k)
+		}
+		capacity := int(n)/s.queues + s.enqueuers*3 + 1000
+		if _, err := client.PutQueue(ctx, jobs.QueueConfig{Name: queues[k], Concurrency: s.concurrency, Capacity: capacity}); err != nil {
+			return err
+		}
+	}
+
+	// samples[i] is arrival i's enqueue-to-start latency in ns, written
+	// once, by the first start of the job (0: not started yet).
+	samples := make([]int64, n)
+	var started, bad atomic.Int64
+	reg := jobs.NewRegistry()
+	reg.Handle("latency", jobs.HandlerFunc(func(_ context.Context, j *jobs.Job) error {
+		now := time.Now().UnixNano()
+		var p latencyPayload
+		if err := json.Unmarshal(j.Payload, &p); err != nil || p.I >= n {
+			bad.Add(1)
+			return nil
+		}
+		if p.I < 0 {
+			return nil // warm-up
+		}
+		if atomic.CompareAndSwapInt64(&samples[p.I], 0, max(now-p.T, 1)) {
+			started.Add(1)
+		}
+		return nil
+	}))
+	w := jobs.NewWorker(store, reg, jobs.WorkerConfig{
+		Queues: queues,
+		Logger: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	})
+	if err := w.Start(ctx); err != nil {
+		return err
+	}
+	stopCtx, cancelStop := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancelStop()
+	defer func() { _ = w.Stop(stopCtx) }() // on early returns; the normal path stops below
+
+	enqueue := func(ctx context.Context, i int64) error {
+		p := strconv.AppendInt(append(make([]byte, 0, 48), `{"i":`...), i, 10)
+		p = append(p, `,"t":`...)
+		p = strconv.AppendInt(p, time.Now().UnixNano(), 10)
+		p = append(p, '}')
+		_, err := client.Enqueue(ctx, jobs.NewJob{Kind: "latency", Queue: queues[(i+int64(s.queues))%int64(s.queues)], Payload: p})
+		return err
+	}
+	fmt.Fprintf(stderr, "sluice bench latency: %d arrivals at %g/s over %v, %d enqueuers, %d queue(s) of concurrency %d\n",
+		n, s.rate, s.duration, s.enqueuers, s.queues, s.concurrency)
+	a, err := arrivals(ctx, n, s, enqueue)
+	if err != nil {
+		return err
+	}
+
+	// Wait, bounded, for every enqueued job to start. Polling is fine
+	// here: it delays the report, not the jobs.
+	waitUntil := time.Now().Add(s.wait)
+	for started.Load() < a.sent && time.Now().Before(waitUntil) && ctx.Err() == nil {
+		time.Sleep(5 * time.Millisecond)
+	}
+	stopErr := w.Stop(stopCtx)
+
+	return report(out, n, s, a, samples, bad.Load(), stopErr)
+}
+
+// arrivals runs the open-loop schedule: arrival i is due at start +
+// i/rate, whatever happened to the others. s.enqueuers goroutines take
+// arrivals in order, sleep until each is due and call enqueue(i); one
+// that finds an arrival already past due sends it at once (late), or skips
+// it (missed) when it is more than missAfter past due. A few warm-up
+// enqueues per goroutine (index -1) open and prime the connections first.
+func arrivals(ctx context.Context, n int64, s latencySettings, enqueue func(context.Context, int64) error) (arrivalStats, error) {
+	var warm sync.WaitGroup
+	warmErrs := make([]error, s.enqueuers)
+	for g := range s.enqueuers {
+		warm.Go(func() {
+			for range 3 {
+				if err := enqueue(ctx, -1); err != nil {
+					warmErrs[g] = err
+					return
+				}
+			}
+		})
+	}
+	warm.Wait()
+	if err := errors.Join(warmErrs...); err != nil {
+		return arrivalStats{}, fmt.Errorf("warm-up: %w", err)
+	}
+
+	var (
+		next                 atomic.Int64
+		sent, late, miss, ne atomic.Int64
+		mu                   sync.Mutex
+		maxLag               time.Duration // guarded by mu
+		firstErr             error         // guarded by mu
+		wg                   sync.WaitGroup
+	)
+	start := time.Now().Add(20 * time.Millisecond)
+	for range s.enqueuers {
+		wg.Go(func() {
+			var timer *time.Timer
+			for ctx.Err() == nil {
+				i := next.Add(1) - 1
+				if i >= n {
+					return
+				}
+				due := start.Add(time.Duration(float64(i) * float64(time.Second) / s.rate))
+				if d := time.Until(due); d > 0 {
+					if timer == nil {
+						timer = time.NewTimer(d)
+					} else {
+						timer.Reset(d)
+					}
+					select {
+					case <-timer.C:
+					case <-ctx.Done():
+						return
+					}
+				}
+				lag := time.Since(due)
+				if lag > missAfter {
+					miss.Add(1)
+					continue
+				}
+				if lag > lateAfter {
+					late.Add(1)
+				}
+				if err := enqueue(ctx, i); err != nil {
+					if ne.Add(1) == 1 {
+						mu.Lock()
+						firstErr = err
+						mu.Unlock()
+					}
+					continue
+				}
+				sent.Add(1)
+				mu.Lock()
+				maxLag = max(maxLag, lag)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return arrivalStats{}, fmt.Errorf("arrivals: %w", context.Cause(ctx))
+	}
+	return arrivalStats{due: n, sent: sent.Load(), late: late.Load(), missed: miss.Load(), errs: ne.Load(),
+		maxLag: maxLag, firstErr: firstErr}, nil
+}
+
+// report prints the arrival line and the latency line, and returns an
+// error when jobs never started or the payloads were not the
+// benchmark's.
+func report(out io.Writer, n int64, s latencySettings, a arrivalStats, samples []int64, bad int64, stopErr error) error {
+	lat := make([]time.Duration, 0, len(samples))
+	for _, v := range samples {
+		if v != 0 {
+			lat = append(lat, time.Duration(v))
+		}
+	}
+	slices.Sort(lat)
+	achieved := float64(a.sent) / s.duration.Seconds()
+	fmt.Fprintf(out, "arrivals: %d due at %g/s over %v: %d enqueued (%.0f/s achieved), %d late (>%v behind), %d missed (>%v behind), %d enqueue errors, max lag %v\n",
+		a.due, s.rate, s.duration, a.sent, achieved, a.late, lateAfter, a.missed, missAfter, a.errs, a.maxLag.Round(time.Microsecond))
+	if a.firstErr != nil {
+		fmt.Fprintf(out, "first enqueue error: %v\n", a.firstErr)
+	}
+	if len(lat) > 0 {
+		fmt.Fprintf(out, "latency: %d jobs at %.0f/s: p50 %v p90 %v p99 %v max %v\n", len(lat), achieved,
+			fmtLatency(percentile(lat, 50)), fmtLatency(percentile(lat, 90)), fmtLatency(percentile(lat, 99)), fmtLatency(lat[len(lat)-1]))
+	}
+	var errs []error
+	if int64(len(lat)) < a.sent {
+		errs = append(errs, fmt.Errorf("%d of %d enqueued jobs had not started after --wait %v", a.sent-int64(len(lat)), a.sent, s.wait))
+	}
+	if bad > 0 {
+		errs = append(errs, fmt.Errorf("%d jobs carried a payload that is not the benchmark's", bad))
+	}
+	if a.sent == 0 {
+		errs = append(errs, errors.New("no job was enqueued"))
+	}
+	if stopErr != nil {
+		errs = append(errs, fmt.Errorf("stop worker: %w", stopErr))
+	}
+	return errors.Join(errs...)
+}
+
+// percentile returns the p-th percentile of sorted (non-empty) by the
+// nearest-rank method: the smallest sample that at least p% of the samples
+// do not exceed.
+func percentile(sorted []time.Duration, p float64) time.Duration {
+	k := int(math.Ceil(p / 100 * float64(len(sorted))))
+	return sorted[min(max(k, 1), len(sorted))-1]
+}
+
+// fmtLatency rounds a latency for printing: to 1 µs below 10 ms, to
+// 10 µs above.
+func fmtLatency(d time.Duration) time.Duration {
+	if d < 10*time.Millisecond {
+		return d.Round(time.Microsecond)
+	}
+	return d.Round(10 * time.Microsecond)
+}
