@@ -3,7 +3,9 @@ package bench
 import (
 	"context"
 	"errors"
+	"os"
 	"runtime"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -25,6 +27,15 @@ import (
 // was never worse and was significantly faster on cpu/100u-1kt (-13%) and
 // io1ms/1ku-20t (-12%) than 256, with 28% and 52% fewer allocations there.
 const sluiceQueueSize = 4096
+
+// queueSize is sluiceQueueSize, or SLUICE_BENCH_QUEUE when set (for
+// experiments; the recorded figures use the constant).
+func queueSize() int {
+	if v, err := strconv.Atoi(os.Getenv("SLUICE_BENCH_QUEUE")); err == nil && v >= 0 {
+		return v
+	}
+	return sluiceQueueSize
+}
 
 // Sub-benchmarks run one after another, so the state the tasks touch is
 // package-level: that way every task func is a static func value, and no
@@ -112,7 +123,7 @@ type sluiceSubject struct {
 
 func (s *sluiceSubject) start(limit int, ts taskSet) {
 	s.fn = ts.withCtx
-	s.p = workpool.New(workpool.Config{Workers: limit, QueueSize: sluiceQueueSize, Policy: workpool.Wait})
+	s.p = workpool.New(workpool.Config{Workers: limit, QueueSize: queueSize(), Policy: workpool.Wait})
 }
 
 func (s *sluiceSubject) submit() error {

@@ -26,6 +26,34 @@
 // is cancelled or snoozed, a count other than N, --timeout reached, a Stop that
 // does not finish within 30 s), 2 on bad flags.
 //
+// # Latency mode
+//
+// With --mode latency it measures enqueue-to-start latency instead, the
+// counterpart of "sluice bench latency" (same schedule, same definition,
+// same output lines):
+//
+//	go run ./river --mode latency --db postgres://... --rate 5000 --duration 10s
+//
+// A client with the settings below is started first; then --enqueuers
+// goroutines share an open-loop arrival schedule: arrival i is due at
+// start + i/--rate whatever happened to the others, and is inserted with
+// one Client.Insert call (its own transaction) whose job arguments carry
+// the arrival index and the wall clock read just before the call. An
+// arrival whose call starts more than 1 ms after its due time counts as
+// late; one more than 1 s behind is not sent (missed), so that a
+// generator that cannot keep up still ends on time. Three warm-up inserts
+// per goroutine (ignored by the worker) open the pool's connections first.
+// The worker records, once per job, its start time minus that timestamp.
+// After the schedule it waits up to --wait for every inserted job to
+// start, stops the client and prints
+//
+//	arrivals: <N> due at <rate>/s over <D>: <K> enqueued (<R>/s achieved), <L> late (>1ms behind), <M> missed (>1s behind), <E> enqueue errors, max lag <d>
+//	latency: <K> jobs at <R>/s: p50 <d> p90 <d> p99 <d> max <d>
+//
+// with exact nearest-rank percentiles over every sample. It exits 1 when a
+// job had not started within --wait. On PostgreSQL the pool allows
+// --enqueuers + 8 connections, so that inserts do not queue for one.
+//
 // Databases:
 //
 //   - sqlite:<file>: modernc.org/sqlite through database/sql, in WAL mode (the
@@ -58,6 +86,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"sort"
 	"strings"
@@ -84,6 +113,12 @@ type settings struct {
 	fetchCooldown     time.Duration
 	fetchPollInterval time.Duration
 	truncate          bool
+	// latency mode
+	latency   bool
+	rate      float64
+	duration  time.Duration
+	enqueuers int
+	wait      time.Duration
 }
 
 // stopTimeout bounds Client.Stop once the burn is over (or has failed).
@@ -101,6 +136,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&s.fetchCooldown, "fetch-cooldown", 2*time.Millisecond, "Config.FetchCooldown (river bench: 2ms)")
 	fs.DurationVar(&s.fetchPollInterval, "fetch-poll-interval", 20*time.Millisecond, "Config.FetchPollInterval (river bench: 20ms)")
 	fs.BoolVar(&s.truncate, "truncate", false, "postgres only: empty river_job first instead of refusing a non-empty one")
+	mode := fs.String("mode", "burn", "burn (throughput) or latency (enqueue-to-start latency at --rate)")
+	fs.Float64Var(&s.rate, "rate", 5000, "latency mode: arrivals per second (one Insert each)")
+	fs.DurationVar(&s.duration, "duration", 10*time.Second, "latency mode: length of the arrival schedule")
+	fs.IntVar(&s.enqueuers, "enqueuers", 16, "latency mode: goroutines sharing the arrival schedule")
+	fs.DurationVar(&s.wait, "wait", 30*time.Second, "latency mode: after the schedule, wait at most this long for every job to start")
 	synchronous := fs.String("synchronous", "NORMAL", "sqlite only: PRAGMA synchronous, NORMAL or FULL")
 	timeout := fs.Duration("timeout", 20*time.Minute, "give up (exit 1) after this long")
 	if err := fs.Parse(args); err != nil {
@@ -115,6 +155,19 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	if s.jobs <= 0 || s.insertBatch <= 0 || s.maxWorkers <= 0 || s.fetchCooldown <= 0 || s.fetchPollInterval <= 0 || *timeout <= 0 {
 		return usage("--jobs, --insert-batch, --max-workers, --fetch-cooldown, --fetch-poll-interval and --timeout must be positive")
+	}
+	switch *mode {
+	case "burn":
+	case "latency":
+		s.latency = true
+		if !(s.rate > 0) || math.IsInf(s.rate, 0) || s.duration <= 0 || s.enqueuers <= 0 || s.wait <= 0 {
+			return usage("--rate, --duration, --enqueuers and --wait must be positive")
+		}
+		if n := s.rate * s.duration.Seconds(); n < 1 || n > 100_000_000 {
+			return usage("--rate × --duration must be 1..100,000,000 jobs")
+		}
+	default:
+		return usage("--mode must be burn or latency")
 	}
 	syncMode := strings.ToUpper(*synchronous)
 	if syncMode != "NORMAL" && syncMode != "FULL" {
@@ -197,13 +250,22 @@ func runSQLite(ctx context.Context, stdout, stderr io.Writer, path, syncMode str
 		}
 		return m, rows.Err()
 	}
-	return burn(ctx, stdout, stderr, riversqlite.New(db), states, s)
+	return bench(ctx, stdout, stderr, riversqlite.New(db), states, s)
 }
 
 // runPostgres connects to the PostgreSQL database at url and runs the
 // benchmark on it.
 func runPostgres(ctx context.Context, stdout, stderr io.Writer, url string, s settings) error {
-	pool, err := pgxpool.New(ctx, url)
+	pc, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return fmt.Errorf("connect: %w", err)
+	}
+	if s.latency {
+		// One connection per enqueuer, and room for River's producer,
+		// completer and maintenance services.
+		pc.MaxConns = int32(min(s.enqueuers+8, 1000))
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, pc)
 	if err != nil {
 		return fmt.Errorf("connect: %w", err)
 	}
@@ -230,7 +292,7 @@ func runPostgres(ctx context.Context, stdout, stderr io.Writer, url string, s se
 		}
 		return m, rows.Err()
 	}
-	return burn(ctx, stdout, stderr, riverpgxv5.New(pool), states, s)
+	return bench(ctx, stdout, stderr, riverpgxv5.New(pool), states, s)
 }
 
 // noopArgs are the benchmark's job arguments: nothing.
@@ -239,9 +301,9 @@ type noopArgs struct{}
 // Kind implements river.JobArgs.
 func (noopArgs) Kind() string { return "noop" }
 
-// burn migrates, inserts s.jobs jobs, works them and checks the result.
-// states counts river_job rows by state.
-func burn[TTx any](ctx context.Context, stdout, stderr io.Writer, driver riverdriver.Driver[TTx],
+// bench migrates and checks that river_job is empty (or truncates it),
+// then runs the mode's benchmark. states counts river_job rows by state.
+func bench[TTx any](ctx context.Context, stdout, stderr io.Writer, driver riverdriver.Driver[TTx],
 	states func(context.Context) (map[string]int64, error), s settings) error {
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 
@@ -264,7 +326,15 @@ func burn[TTx any](ctx context.Context, stdout, stderr io.Writer, driver riverdr
 			return fmt.Errorf("truncate river_job: %w", err)
 		}
 	}
+	if s.latency {
+		return latency(ctx, stdout, stderr, driver, logger, s)
+	}
+	return burn(ctx, stdout, stderr, driver, logger, states, s)
+}
 
+// burn inserts s.jobs jobs, works them and checks the result.
+func burn[TTx any](ctx context.Context, stdout, stderr io.Writer, driver riverdriver.Driver[TTx], logger *slog.Logger,
+	states func(context.Context) (map[string]int64, error), s settings) error {
 	workers := river.NewWorkers()
 	river.AddWorker(workers, river.WorkFunc(func(context.Context, *river.Job[noopArgs]) error { return nil }))
 	client, err := river.NewClient(driver, &river.Config{

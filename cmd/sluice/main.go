@@ -30,8 +30,10 @@ Usage:
   sluice job       get|cancel|ls|group: inspect and cancel jobs
   sluice queue     ls|get|set|pause|resume: configure queues
   sluice migrate   --db postgres://... : create or upgrade the PostgreSQL schema
-  sluice bench burn --db sqlite:<file> [--jobs N]
+  sluice bench burn --db sqlite:<file>|postgres://... [--jobs N]
                    time N no-op jobs through the durable engine
+  sluice bench latency --db ... --rate R --duration D
+                   enqueue-to-start latency at a fixed arrival rate
   sluice version   print the version
   sluice help      print this help
 `
