@@ -22,6 +22,7 @@ import (
 
 	"github.com/sluicehq/sluice/chaos"
 	"github.com/sluicehq/sluice/jobs"
+	"github.com/sluicehq/sluice/jobs/pgstore"
 	"github.com/sluicehq/sluice/jobs/sqlitestore"
 	"github.com/sluicehq/sluice/lifecycle"
 )
@@ -34,6 +35,10 @@ const (
 	engineLogEnv  = "CHAOS_TEST_LOG"
 	engineIncEnv  = "CHAOS_TEST_INCARNATION"
 	engineSeedEnv = "CHAOS_TEST_SEED"
+	// enginePGSchemaEnv, when set, makes the engine open a PostgreSQL store
+	// (jobs/pgstore) in that schema, with engineDBEnv its URL, instead of
+	// a SQLite file (the multi-node tests).
+	enginePGSchemaEnv = "CHAOS_TEST_PG_SCHEMA"
 )
 
 func TestMain(m *testing.M) {
@@ -52,8 +57,9 @@ const (
 )
 
 // engineMain runs one incarnation of the engine: a jobs.Worker inside a
-// lifecycle.Service on the SQLite file, with a handler "effect" that
-// records start and done lines around a random 1-20ms sleep. It prints
+// lifecycle.Service on the SQLite file (or the PostgreSQL schema, see
+// enginePGSchemaEnv), with a handler "effect" that records start and done
+// lines around a random 1-20ms sleep. It prints
 // "ready" once the worker has started and exits through the service's exit
 // code (0 after a clean SIGTERM).
 func engineMain() int {
@@ -64,7 +70,7 @@ func engineMain() int {
 		return 1
 	}
 	seed, _ := strconv.ParseUint(os.Getenv(engineSeedEnv), 10, 64)
-	st, err := sqlitestore.Open(context.Background(), os.Getenv(engineDBEnv), sqlitestore.Config{})
+	st, err := openEngineStore(os.Getenv(engineDBEnv), os.Getenv(enginePGSchemaEnv), logger)
 	if err != nil {
 		logger.Error("engine: open store", "err", err)
 		return 1
@@ -103,6 +109,29 @@ func engineMain() int {
 		return err
 	}})
 	return lifecycle.ExitCode(svc.Run(context.Background()))
+}
+
+// engineStore is what the engine needs of its store.
+type engineStore interface {
+	jobs.Store
+	Close() error
+}
+
+// openEngineStore opens the SQLite file db, or, with a schema, the
+// PostgreSQL database at the URL db in that schema.
+func openEngineStore(db, schema string, logger *slog.Logger) (engineStore, error) {
+	if schema != "" {
+		st, err := pgstore.Open(context.Background(), db, pgstore.Config{Schema: schema, Logger: logger})
+		if err != nil {
+			return nil, err
+		}
+		return st, nil
+	}
+	st, err := sqlitestore.Open(context.Background(), db, sqlitestore.Config{})
+	if err != nil {
+		return nil, err
+	}
+	return st, nil
 }
 
 // engine is one running incarnation.

@@ -167,10 +167,16 @@ const (
 	FROM claim WHERE j.id = claim.id
 	RETURNING ` + jobCols
 
-	// $1 ids, $2 owner, $3 attempts, $4 lease expiry.
-	sqlHeartbeat = `UPDATE {s}.jobs j SET lease_expires_at = $4::bigint
-	FROM unnest($1::int8[], $3::int4[]) AS o(id, attempt)
-	WHERE ` + fenced + `
+	// $1 ids, $2 owner, $3 attempts, $4 lease expiry. Heartbeat,
+	// Complete and RecoverLeases lock their rows in id order first (the
+	// lk CTE): in the order of jobs_running (lease expiry), which a
+	// heartbeat changes, two of them could lock the same rows in opposite
+	// orders and deadlock until deadlock_timeout.
+	sqlHeartbeat = `WITH o AS (SELECT * FROM unnest($1::int8[], $3::int4[]) AS o(id, attempt)),
+	lk AS (SELECT j.id FROM {s}.jobs j JOIN o ON ` + fenced + ` ORDER BY j.id FOR UPDATE OF j)
+	UPDATE {s}.jobs j SET lease_expires_at = $4::bigint
+	FROM o, lk
+	WHERE j.id = lk.id AND ` + fenced + `
 	RETURNING j.id, j.attempt, j.cancel_requested`
 
 	// Complete: every outcome kind in one statement. $1 ids, $2 owner,
@@ -202,8 +208,10 @@ const (
 		ELSE j.reason END,
 	updated_at = $8::bigint, lease_owner = NULL, lease_expires_at = NULL
 	FROM unnest($1::int8[], $3::int4[], $4::int2[], $5::int8[], $6::text[], $7::text[])
-		AS o(id, attempt, kind, run_at, error, reason)
-	WHERE ` + fenced + `
+		AS o(id, attempt, kind, run_at, error, reason),
+		(SELECT j.id FROM {s}.jobs j JOIN unnest($1::int8[], $3::int4[]) AS o(id, attempt) ON ` + fenced + `
+			ORDER BY j.id FOR UPDATE OF j) AS lk
+	WHERE j.id = lk.id AND ` + fenced + `
 	RETURNING j.id, j.state, COALESCE(j.group_name, ''), j.cancel_group_on_failure`
 
 	// $1 group, $2 reason, $3 now.
@@ -231,7 +239,9 @@ const (
 		finished_at = CASE WHEN j.cancel_requested OR j.attempt >= j.max_attempts THEN $1::bigint END,
 		last_error = 'lease of ' || j.lease_owner || ' expired',
 		lease_owner = NULL, lease_expires_at = NULL, updated_at = $1::bigint
-	WHERE j.state = 'running' AND j.lease_expires_at < $1::bigint
+	FROM (SELECT j.id FROM {s}.jobs j WHERE j.state = 'running' AND j.lease_expires_at < $1::bigint
+		ORDER BY j.id FOR UPDATE OF j SKIP LOCKED) AS lk
+	WHERE j.id = lk.id AND j.state = 'running' AND j.lease_expires_at < $1::bigint
 	RETURNING j.id, j.state, COALESCE(j.group_name, ''), j.cancel_group_on_failure`
 
 	// $1 now.

@@ -84,6 +84,18 @@ BEGIN
 	UPDATE queues SET waiting = waiting - 1 WHERE name = old.queue;
 END;
 `,
+	// 2: Fetch adjusts the waiting counter once per statement instead of
+	// the trigger doing it once per claimed job (a fifth of Fetch's cost).
+	`
+DROP TRIGGER jobs_waiting_update;
+CREATE TRIGGER jobs_waiting_update AFTER UPDATE OF state ON jobs
+WHEN (old.state = 'waiting') <> (new.state = 'waiting')
+	AND NOT (old.state = 'waiting' AND new.state = 'running')
+BEGIN
+	UPDATE queues SET waiting = waiting + (new.state = 'waiting') - (old.state = 'waiting')
+	WHERE name = new.queue;
+END;
+`,
 }
 
 // migrate brings the database's schema to len(migrations), one transaction

@@ -160,6 +160,10 @@ var (
 	RETURNING ` + jobCols
 )
 
+// sqlFetchCount takes the jobs a Fetch claimed off the queue's waiting
+// counter: ?1 queue, ?2 how many.
+const sqlFetchCount = `UPDATE queues SET waiting = waiting - ?2 WHERE name = ?1`
+
 // priorities lists every job priority, highest first: "9, 8, ..., 0".
 var priorities = func() string {
 	var b strings.Builder
@@ -176,7 +180,7 @@ var priorities = func() string {
 type statements struct {
 	insertJob, idempotent, queueForEnqueue, queueInsertDefault *sql.Stmt
 	shedVictim, shed, retryAfter                               *sql.Stmt
-	fetch, heartbeat                                           *sql.Stmt
+	fetch, fetchCount, heartbeat                               *sql.Stmt
 	succeeded, failed, canceled, expired, retry, released      *sql.Stmt
 	succeededBatch                                             *sql.Stmt
 	groupCancelWaiting, groupCancelRunning                     *sql.Stmt
@@ -196,6 +200,7 @@ func (s *Store) prepare(ctx context.Context) error {
 		{&st.shed, sqlShed},
 		{&st.retryAfter, sqlRetryAfter},
 		{&st.fetch, sqlFetch},
+		{&st.fetchCount, sqlFetchCount},
 		{&st.heartbeat, sqlHeartbeat},
 		{&st.succeeded, sqlSucceeded},
 		{&st.succeededBatch, sqlSucceededBatch},
@@ -219,7 +224,7 @@ func (s *Store) prepare(ctx context.Context) error {
 func (st *statements) close() {
 	for _, p := range []*sql.Stmt{
 		st.insertJob, st.idempotent, st.queueForEnqueue, st.queueInsertDefault,
-		st.shedVictim, st.shed, st.retryAfter, st.fetch, st.heartbeat,
+		st.shedVictim, st.shed, st.retryAfter, st.fetch, st.fetchCount, st.heartbeat,
 		st.succeeded, st.succeededBatch, st.failed, st.canceled, st.expired, st.retry, st.released,
 		st.groupCancelWaiting, st.groupCancelRunning,
 	} {

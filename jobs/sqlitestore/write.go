@@ -241,7 +241,16 @@ func (s *Store) Fetch(ctx context.Context, now time.Time, queue, owner string, l
 		if err := rows.Err(); err != nil {
 			return err
 		}
-		return rows.Close()
+		if err := rows.Close(); err != nil {
+			return err
+		}
+		if len(out) == 0 {
+			return nil
+		}
+		// The waiting counter's trigger skips waiting -> running (see
+		// migration 2): one update for the whole batch.
+		_, err = tx.StmtContext(ctx, s.stmts.fetchCount).ExecContext(ctx, queue, len(out))
+		return err
 	})
 	if err != nil {
 		return nil, s.wrap(ctx, op, err)
