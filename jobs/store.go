@@ -112,6 +112,9 @@ type EnqueueResult struct {
 	Job       *Job
 	Duplicate bool  // an existing job bound to the idempotency key
 	Err       error // ErrIdempotencyConflict, else nil
+	// Shed is the ID of the waiting job that FullShed evicted to make room
+	// for this one, or 0.
+	Shed int64
 }
 
 // OutcomeKind is how an attempt ended.

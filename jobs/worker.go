@@ -100,6 +100,9 @@ type WorkerStats struct {
 	Recorded  map[OutcomeKind]int // outcomes written and applied
 	Stale     int                 // outcomes refused by fencing
 	StoreErrs int
+	// Maintenance this worker ran: running jobs whose lease had expired,
+	// and waiting jobs ended expired by their deadline.
+	Recovered, ExpiredWaiting int
 }
 
 type heldJob struct {
@@ -837,10 +840,17 @@ func (w *Worker) maintain(ctx context.Context) {
 	if n, err := call(ctx, w.cfg.CallTimeout, func(ctx context.Context) (int, error) { return w.store.RecoverLeases(ctx, now) }); err != nil {
 		w.countStoreErr()
 	} else if n > 0 {
+		w.mu.Lock()
+		w.stats.Recovered += n
+		w.mu.Unlock()
 		w.log.Info("jobs: recovered jobs with expired leases", "count", n)
 	}
-	if _, err := call(ctx, w.cfg.CallTimeout, func(ctx context.Context) (int, error) { return w.store.ExpireDue(ctx, now) }); err != nil {
+	if n, err := call(ctx, w.cfg.CallTimeout, func(ctx context.Context) (int, error) { return w.store.ExpireDue(ctx, now) }); err != nil {
 		w.countStoreErr()
+	} else if n > 0 {
+		w.mu.Lock()
+		w.stats.ExpiredWaiting += n
+		w.mu.Unlock()
 	}
 }
 

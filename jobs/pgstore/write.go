@@ -159,8 +159,12 @@ func (s *Store) enqueueTx(ctx context.Context, tx pgx.Tx, now time.Time, queue s
 		return nil, s.queueFull(ctx, tx, now, queue, capacity, false, waiting+int64(len(fresh))-capacity)
 	default:
 		var err error
-		if ids, err = s.insertShedding(ctx, tx, nowNS, queue, batch, fresh, capacity, waiting); err != nil {
+		var victims []int64
+		if ids, victims, err = s.insertShedding(ctx, tx, nowNS, queue, batch, fresh, capacity, waiting); err != nil {
 			return nil, err
+		}
+		for k, i := range fresh {
+			results[i].Shed = victims[k]
 		}
 	}
 
@@ -221,34 +225,37 @@ func (s *Store) insert(ctx context.Context, tx pgx.Tx, nowNS int64, queue string
 // is or becomes full under FullShed, shedding a lower-priority waiting job
 // for each one that does not fit. It fails with a *jobs.QueueFullError
 // when a job finds none; the caller's rollback undoes the sheds.
-func (s *Store) insertShedding(ctx context.Context, tx pgx.Tx, nowNS int64, queue string, batch []jobs.NewJob, fresh []int, capacity, waiting int64) ([]int64, error) {
-	ids := make([]int64, 0, len(fresh))
+// It returns the new jobs' IDs and, for each, the job it shed (or 0).
+func (s *Store) insertShedding(ctx context.Context, tx pgx.Tx, nowNS int64, queue string, batch []jobs.NewJob, fresh []int, capacity, waiting int64) (ids, victims []int64, err error) {
+	ids = make([]int64, 0, len(fresh))
+	victims = make([]int64, 0, len(fresh))
 	for _, i := range fresh {
 		n := &batch[i]
 		var victim int64
 		if waiting+1 > capacity {
 			err := tx.QueryRow(ctx, s.q.shedVictim, queue, int16(n.Priority)).Scan(&victim)
 			if errors.Is(err, pgx.ErrNoRows) {
-				return nil, s.queueFull(ctx, tx, fromNanos(nowNS), queue, capacity, true, waiting+1-capacity)
+				return nil, nil, s.queueFull(ctx, tx, fromNanos(nowNS), queue, capacity, true, waiting+1-capacity)
 			} else if err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 		}
 		id, err := s.insert(ctx, tx, nowNS, queue, batch, []int{i})
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		ids = append(ids, id[0])
 		waiting++
 		if victim != 0 {
 			reason := fmt.Sprintf("shed for job %d (priority %d) from full queue %q", id[0], n.Priority, queue)
 			if _, err := tx.Exec(ctx, s.q.shed, victim, reason, nowNS); err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			waiting--
 		}
+		victims = append(victims, victim)
 	}
-	return ids, nil
+	return ids, victims, nil
 }
 
 // samePayload reports whether two JSON documents are the same, ignoring

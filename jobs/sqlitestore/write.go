@@ -155,6 +155,7 @@ func (s *Store) enqueueTx(ctx context.Context, tx *sql.Tx, now time.Time, queue 
 				return nil, err
 			}
 			waiting--
+			results[i].Shed = victimID
 		}
 		// The job as Get will return it.
 		j := &jobs.Job{ID: id, NewJob: *n, State: jobs.StateWaiting, CreatedAt: stamp, UpdatedAt: stamp}

@@ -78,8 +78,15 @@ var capacityTests = []subtest{
 		b := h.enqueue1(at(time.Second), prio("s", 0))
 		c := h.enqueue1(at(2*time.Second), prio("s", 0))
 
-		// The newest of the lowest priority goes.
-		n := h.enqueue1(at(3*time.Second), prio("s", 5))
+		// The newest of the lowest priority goes, and the result says so.
+		res, err := h.tryEnqueue(at(3*time.Second), "s", prio("s", 5))
+		if err != nil || len(res) != 1 || res[0].Job == nil {
+			h.t.Fatalf("Enqueue into a full FullShed queue = %v, %v", res, err)
+		}
+		n := res[0].Job
+		if res[0].Shed != c.ID {
+			h.t.Errorf("EnqueueResult.Shed = %d, want %d (the job shed to make room)", res[0].Shed, c.ID)
+		}
 		shed := h.wantState(c.ID, jobs.StateShed)
 		h.wantTime("shed job's FinishedAt", shed.FinishedAt, at(3*time.Second))
 		if !strings.Contains(shed.Reason, strconv.FormatInt(n.ID, 10)) {
@@ -90,7 +97,7 @@ var capacityTests = []subtest{
 		}
 
 		// Nothing ranks below a priority-0 job: refused.
-		_, err := h.tryEnqueue(at(4*time.Second), "s", prio("s", 0))
+		_, err = h.tryEnqueue(at(4*time.Second), "s", prio("s", 0))
 		h.wantQueueFull(err, "s", 3, true)
 		h.wantState(b.ID, jobs.StateWaiting)
 
