@@ -27,8 +27,10 @@ type metrics struct {
 	endToEnd *prometheus.HistogramVec
 	enqueued *prometheus.CounterVec
 	refused  *prometheus.CounterVec
+	shed     *prometheus.CounterVec
 
 	depth, running, recorded, stale, storeErrs *prometheus.Desc
+	expiredWaiting, recovered                  *prometheus.Desc
 	apiInFlight, apiAdmitted, apiRefused       *prometheus.Desc
 	targetLimit, targetInflight, targetBreaker *prometheus.Desc
 	targetCounts                               *prometheus.Desc
@@ -49,6 +51,9 @@ func newMetrics() *metrics {
 		enqueued: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sluice_jobs_enqueued_total", Help: "Jobs accepted by Enqueue (duplicates of an idempotency key excluded), by queue.",
 		}, []string{"queue"}),
+		shed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_jobs_shed_total", Help: "Waiting jobs evicted from a full queue by higher-priority jobs (FullShed), by queue.",
+		}, []string{"queue"}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sluice_jobs_rejected_total", Help: "Jobs refused at enqueue, by queue and reason (queue_full, unavailable).",
 		}, []string{"queue", "reason"}),
@@ -57,6 +62,8 @@ func newMetrics() *metrics {
 		recorded:       d("jobs_recorded_total", "Attempt outcomes this node recorded, by kind (succeeded, retry, failed, canceled, released, expired).", "outcome"),
 		stale:          d("jobs_stale_outcomes_total", "Outcomes refused by fencing (the lease had been lost)."),
 		storeErrs:      d("store_errors_total", "Store calls of the worker that failed."),
+		expiredWaiting: d("jobs_expired_waiting_total", "Waiting jobs this node's maintenance ended expired (deadline passed before they could run)."),
+		recovered:      d("jobs_recovered_total", "Running jobs whose lease expired, recovered by this node's maintenance."),
 		apiInFlight:    d("api_in_flight", "API requests being served, by priority class.", "class"),
 		apiAdmitted:    d("api_admitted_total", "API requests admitted, by priority class.", "class"),
 		apiRefused:     d("api_refused_total", "API requests refused by admission control, by class and reason.", "class", "reason"),
@@ -100,6 +107,7 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	m.endToEnd.Collect(ch)
 	m.enqueued.Collect(ch)
 	m.refused.Collect(ch)
+	m.shed.Collect(ch)
 	gauge := func(d *prometheus.Desc, v float64, lv ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, lv...)
 	}
@@ -122,6 +130,8 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 			counter(m.recorded, float64(ws.Recorded[k]), outcomeName(k))
 		}
 		counter(m.stale, float64(ws.Stale))
+		counter(m.expiredWaiting, float64(ws.ExpiredWaiting))
+		counter(m.recovered, float64(ws.Recovered))
 		counter(m.storeErrs, float64(ws.StoreErrs))
 	}
 	if m.lim != nil {
@@ -170,13 +180,17 @@ func (s countingStore) Enqueue(ctx context.Context, now time.Time, queue string,
 	res, err := s.Store.Enqueue(ctx, now, queue, batch)
 	switch {
 	case err == nil:
-		n := 0
+		n, shed := 0, 0
 		for _, r := range res {
 			if r.Err == nil && !r.Duplicate {
 				n++
 			}
+			if r.Shed != 0 {
+				shed++
+			}
 		}
 		s.m.enqueued.WithLabelValues(queue).Add(float64(n))
+		s.m.shed.WithLabelValues(queue).Add(float64(shed))
 	case errors.Is(err, jobs.ErrQueueFull):
 		s.m.refused.WithLabelValues(queue, "queue_full").Add(float64(len(batch)))
 	case errors.Is(err, jobs.ErrUnavailable):
