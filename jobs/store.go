@@ -140,6 +140,25 @@ const (
 	Expired
 )
 
+// String returns the kind's name in lower case.
+func (k OutcomeKind) String() string {
+	switch k {
+	case Succeeded:
+		return "succeeded"
+	case Retry:
+		return "retry"
+	case Failed:
+		return "failed"
+	case Canceled:
+		return "canceled"
+	case Released:
+		return "released"
+	case Expired:
+		return "expired"
+	}
+	return "unknown"
+}
+
 // Outcome is the result of one attempt.
 type Outcome struct {
 	Attempt

@@ -82,6 +82,7 @@ type Worker struct {
 	stopComplete chan struct{}
 	flushSignal  chan struct{} // buffer 1; any goroutine may signal, nobody closes
 
+	beatMu    sync.Mutex // serializes beat
 	mu        sync.Mutex
 	state     int                     // guarded by mu: 0 new, 1 started, 2 quiesced, 3 drained, 4 stopped
 	queues    map[string]*queueRunner // guarded by mu after Start
@@ -513,11 +514,32 @@ func (w *Worker) runFunc(q *queueRunner, j *Job) func(context.Context) error {
 			w.forget(q, j.ID)
 			return nil
 		}
+		run := time.Since(start)
+		w.logAttempt(j, o, run)
 		if w.cfg.OnAttempt != nil {
-			w.cfg.OnAttempt(j, o, time.Since(start))
+			w.cfg.OnAttempt(j, o, run)
 		}
 		w.finish(q, o)
 		return nil
+	}
+}
+
+// logAttempt logs one attempt's outcome with the job's id, never its
+// payload: Debug for a success or a release, Info for a retry, Warn for a
+// job that ends failed, canceled or expired.
+func (w *Worker) logAttempt(j *Job, o Outcome, run time.Duration) {
+	attrs := []any{"job", j.ID, "kind", j.Kind, "queue", j.Queue, "attempt", j.Attempt, "run", run}
+	switch o.Kind {
+	case Succeeded:
+		w.log.Debug("jobs: succeeded", attrs...)
+	case Released:
+		w.log.Debug("jobs: released", append(attrs, "run_at", o.RunAt)...)
+	case Retry:
+		w.log.Info("jobs: attempt failed, will retry", append(attrs, "err", o.Error, "run_at", o.RunAt)...)
+	case Failed:
+		w.log.Warn("jobs: failed", append(attrs, "err", o.Error, "reason", o.Reason)...)
+	default:
+		w.log.Warn("jobs: ended", append(attrs, "outcome", o.Kind.String(), "reason", o.Reason)...)
 	}
 }
 
@@ -742,54 +764,62 @@ func (w *Worker) heartbeatLoop() {
 		case <-w.bgCtx.Done():
 			return
 		}
-		w.mu.Lock()
-		held := make([]Attempt, 0, len(w.held))
-		for _, h := range w.held {
-			held = append(held, attemptOf(h.job))
+		if err := w.beat(w.bgCtx); err != nil && w.bgCtx.Err() == nil {
+			w.log.Warn("jobs: heartbeat failed", "err", err)
 		}
+	}
+}
+
+// beat extends the leases of every held job once, and cancels the ones
+// that were lost or whose cancellation was requested. Heartbeats and
+// maintenance both call it; beatMu keeps them from racing each other.
+func (w *Worker) beat(ctx context.Context) error {
+	w.beatMu.Lock()
+	defer w.beatMu.Unlock()
+	w.mu.Lock()
+	held := make([]Attempt, 0, len(w.held))
+	for _, h := range w.held {
+		held = append(held, attemptOf(h.job))
+	}
+	w.mu.Unlock()
+	now := w.cfg.Now()
+	if len(held) == 0 {
+		w.mu.Lock()
+		w.lastBeat = now
 		w.mu.Unlock()
-		if len(held) == 0 {
-			w.mu.Lock()
-			w.lastBeat = w.cfg.Now()
-			w.mu.Unlock()
-			continue
-		}
-		now := w.cfg.Now()
-		var lost, cancel []int64
-		_, err := call(w.bgCtx, w.cfg.CallTimeout, func(ctx context.Context) (struct{}, error) {
-			var err error
-			lost, cancel, err = w.store.Heartbeat(ctx, now, w.cfg.ID, held, w.cfg.Lease)
-			return struct{}{}, err
-		})
-		w.mu.Lock()
-		if err != nil {
-			w.stats.StoreErrs++
-			if w.cfg.Now().Sub(w.lastBeat) > w.cfg.Lease {
-				for _, h := range w.held {
-					if h.cancel != nil {
-						h.cancel(errLeaseLost)
-					}
+		return nil
+	}
+	var lost, cancel []int64
+	_, err := call(ctx, w.cfg.CallTimeout, func(ctx context.Context) (struct{}, error) {
+		var err error
+		lost, cancel, err = w.store.Heartbeat(ctx, now, w.cfg.ID, held, w.cfg.Lease)
+		return struct{}{}, err
+	})
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err != nil {
+		w.stats.StoreErrs++
+		if w.cfg.Now().Sub(w.lastBeat) > w.cfg.Lease {
+			for _, h := range w.held {
+				if h.cancel != nil {
+					h.cancel(errLeaseLost)
 				}
 			}
-			w.mu.Unlock()
-			if w.bgCtx.Err() == nil {
-				w.log.Warn("jobs: heartbeat failed", "err", err)
-			}
-			continue
 		}
-		w.lastBeat = now
-		for _, id := range lost {
-			if h := w.held[id]; h != nil && h.cancel != nil {
-				h.cancel(errLeaseLost)
-			}
-		}
-		for _, id := range cancel {
-			if h := w.held[id]; h != nil && h.cancel != nil {
-				h.cancel(errCancelRequested)
-			}
-		}
-		w.mu.Unlock()
+		return err
 	}
+	w.lastBeat = now
+	for _, id := range lost {
+		if h := w.held[id]; h != nil && h.cancel != nil {
+			h.cancel(errLeaseLost)
+		}
+	}
+	for _, id := range cancel {
+		if h := w.held[id]; h != nil && h.cancel != nil {
+			h.cancel(errCancelRequested)
+		}
+	}
+	return nil
 }
 
 // notifyLoop wakes idle fetch loops and cancels jobs as the store's
@@ -824,7 +854,15 @@ func (w *Worker) maintenanceLoop() {
 }
 
 func (w *Worker) maintain(ctx context.Context) {
+	// Extend this worker's own leases first, and recover only leases that
+	// expired before that extension began: when the database is slow
+	// (another process holding the write lock), the recovery below must
+	// not find the jobs this live worker holds expired and run them again.
+	// If even the extension fails, skip recovery this round.
 	now := w.cfg.Now()
+	if err := w.beat(ctx); err != nil {
+		return
+	}
 	if e, ok := w.store.(Elector); ok {
 		lead, err := call(ctx, w.cfg.CallTimeout, func(ctx context.Context) (bool, error) {
 			return e.Lead(ctx, now, w.cfg.ID, 3*w.cfg.MaintenanceInterval)

@@ -82,23 +82,7 @@ func (m *metrics) onAttempt(j *jobs.Job, o jobs.Outcome, run time.Duration) {
 	}
 }
 
-func outcomeName(k jobs.OutcomeKind) string {
-	switch k {
-	case jobs.Succeeded:
-		return "succeeded"
-	case jobs.Retry:
-		return "retry"
-	case jobs.Failed:
-		return "failed"
-	case jobs.Canceled:
-		return "canceled"
-	case jobs.Released:
-		return "released"
-	case jobs.Expired:
-		return "expired"
-	}
-	return "unknown"
-}
+func outcomeName(k jobs.OutcomeKind) string { return k.String() }
 
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) { prometheus.DescribeByCollect(m, ch) }
 
