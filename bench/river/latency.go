@@ -7,13 +7,13 @@ import (
 	"io"
 	"log/slog"
 	"math"
-	"slices"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver"
+
+	"github.com/sluicehq/sluice/chaos"
 )
 
 // Schedule tolerances, as in "sluice bench latency": an arrival whose
@@ -34,17 +34,6 @@ type latencyArgs struct {
 
 // Kind implements river.JobArgs.
 func (latencyArgs) Kind() string { return "latency" }
-
-// arrivalStats is what the generator saw.
-type arrivalStats struct {
-	due      int64         // arrivals in the schedule
-	sent     int64         // Insert calls that succeeded
-	late     int64         // arrivals sent more than lateAfter behind schedule
-	missed   int64         // arrivals not sent: more than missAfter behind
-	errs     int64         // Insert calls that failed
-	maxLag   time.Duration // worst delay of a sent arrival behind its due time
-	firstErr error
-}
 
 // latency starts a client whose worker records each job's
 // enqueue-to-start latency, runs the arrival schedule with one Insert per
@@ -91,7 +80,7 @@ func latency[TTx any](ctx context.Context, stdout, stderr io.Writer, driver rive
 		_, err := client.Insert(ctx, latencyArgs{I: i, T: time.Now().UnixNano()}, nil)
 		return err
 	}
-	a, err := arrivals(ctx, n, s, insert)
+	a, err := chaos.OpenLoop{Rate: s.rate, N: n, Senders: s.enqueuers, Warmup: 3, LateAfter: lateAfter, MissAfter: missAfter}.Run(ctx, insert)
 	if err != nil {
 		return err
 	}
@@ -99,7 +88,7 @@ func latency[TTx any](ctx context.Context, stdout, stderr io.Writer, driver rive
 	// Wait, bounded, for every inserted job to start. Polling delays the
 	// report, not the jobs.
 	waitUntil := time.Now().Add(s.wait)
-	for started.Load() < a.sent && time.Now().Before(waitUntil) && ctx.Err() == nil {
+	for started.Load() < a.Sent && time.Now().Before(waitUntil) && ctx.Err() == nil {
 		time.Sleep(5 * time.Millisecond)
 	}
 	stopErr := client.Stop(stopCtx)
@@ -109,133 +98,40 @@ func latency[TTx any](ctx context.Context, stdout, stderr io.Writer, driver rive
 	return report(stdout, s, a, samples, bad.Load(), stopErr)
 }
 
-// arrivals runs the open-loop schedule: arrival i is due at start +
-// i/rate, whatever happened to the others. s.enqueuers goroutines take
-// arrivals in order, sleep until each is due and call insert(i); one that
-// finds an arrival already past due sends it at once (late), or skips it
-// (missed) when it is more than missAfter past due. Three warm-up inserts
-// per goroutine (index -1) open and prime the connections first.
-func arrivals(ctx context.Context, n int64, s settings, insert func(context.Context, int64) error) (arrivalStats, error) {
-	var warm sync.WaitGroup
-	warmErrs := make([]error, s.enqueuers)
-	for g := range s.enqueuers {
-		warm.Go(func() {
-			for range 3 {
-				if err := insert(ctx, -1); err != nil {
-					warmErrs[g] = err
-					return
-				}
-			}
-		})
-	}
-	warm.Wait()
-	if err := errors.Join(warmErrs...); err != nil {
-		return arrivalStats{}, fmt.Errorf("warm-up: %w", err)
-	}
-
-	var (
-		next                 atomic.Int64
-		sent, late, miss, ne atomic.Int64
-		mu                   sync.Mutex
-		maxLag               time.Duration // guarded by mu
-		firstErr             error         // guarded by mu
-		wg                   sync.WaitGroup
-	)
-	start := time.Now().Add(20 * time.Millisecond)
-	for range s.enqueuers {
-		wg.Go(func() {
-			var timer *time.Timer
-			for ctx.Err() == nil {
-				i := next.Add(1) - 1
-				if i >= n {
-					return
-				}
-				due := start.Add(time.Duration(float64(i) * float64(time.Second) / s.rate))
-				if d := time.Until(due); d > 0 {
-					if timer == nil {
-						timer = time.NewTimer(d)
-					} else {
-						timer.Reset(d)
-					}
-					select {
-					case <-timer.C:
-					case <-ctx.Done():
-						return
-					}
-				}
-				lag := time.Since(due)
-				if lag > missAfter {
-					miss.Add(1)
-					continue
-				}
-				if lag > lateAfter {
-					late.Add(1)
-				}
-				if err := insert(ctx, i); err != nil {
-					if ne.Add(1) == 1 {
-						mu.Lock()
-						firstErr = err
-						mu.Unlock()
-					}
-					continue
-				}
-				sent.Add(1)
-				mu.Lock()
-				maxLag = max(maxLag, lag)
-				mu.Unlock()
-			}
-		})
-	}
-	wg.Wait()
-	if ctx.Err() != nil {
-		return arrivalStats{}, fmt.Errorf("arrivals: %w", context.Cause(ctx))
-	}
-	return arrivalStats{due: n, sent: sent.Load(), late: late.Load(), missed: miss.Load(), errs: ne.Load(),
-		maxLag: maxLag, firstErr: firstErr}, nil
-}
-
 // report prints the arrival line and the latency line, and returns an
 // error when jobs never started or carried a foreign index.
-func report(out io.Writer, s settings, a arrivalStats, samples []int64, bad int64, stopErr error) error {
+func report(out io.Writer, s settings, a chaos.LoadStats, samples []int64, bad int64, stopErr error) error {
 	lat := make([]time.Duration, 0, len(samples))
 	for _, v := range samples {
 		if v != 0 {
 			lat = append(lat, time.Duration(v))
 		}
 	}
-	slices.Sort(lat)
-	achieved := float64(a.sent) / s.duration.Seconds()
+	sum := chaos.Summarize(lat)
+	achieved := float64(a.Sent) / s.duration.Seconds()
 	fmt.Fprintf(out, "arrivals: %d due at %g/s over %v: %d enqueued (%.0f/s achieved), %d late (>%v behind), %d missed (>%v behind), %d enqueue errors, max lag %v\n",
-		a.due, s.rate, s.duration, a.sent, achieved, a.late, lateAfter, a.missed, missAfter, a.errs, a.maxLag.Round(time.Microsecond))
-	if a.firstErr != nil {
-		fmt.Fprintf(out, "first enqueue error: %v\n", a.firstErr)
+		a.Due, s.rate, s.duration, a.Sent, achieved, a.Late, lateAfter, a.Missed, missAfter, a.Errs, a.MaxLag.Round(time.Microsecond))
+	if a.FirstErr != nil {
+		fmt.Fprintf(out, "first enqueue error: %v\n", a.FirstErr)
 	}
-	if len(lat) > 0 {
-		fmt.Fprintf(out, "latency: %d jobs at %.0f/s: p50 %v p90 %v p99 %v max %v\n", len(lat), achieved,
-			fmtLatency(percentile(lat, 50)), fmtLatency(percentile(lat, 90)), fmtLatency(percentile(lat, 99)), fmtLatency(lat[len(lat)-1]))
+	if sum.N > 0 {
+		fmt.Fprintf(out, "latency: %d jobs at %.0f/s: p50 %v p90 %v p99 %v max %v\n", sum.N, achieved,
+			fmtLatency(sum.P50), fmtLatency(sum.P90), fmtLatency(sum.P99), fmtLatency(sum.Max))
 	}
 	var errs []error
-	if int64(len(lat)) < a.sent {
-		errs = append(errs, fmt.Errorf("%d of %d inserted jobs had not started after --wait %v", a.sent-int64(len(lat)), a.sent, s.wait))
+	if int64(len(lat)) < a.Sent {
+		errs = append(errs, fmt.Errorf("%d of %d inserted jobs had not started after --wait %v", a.Sent-int64(len(lat)), a.Sent, s.wait))
 	}
 	if bad > 0 {
 		errs = append(errs, fmt.Errorf("%d jobs carried an arrival index outside the schedule", bad))
 	}
-	if a.sent == 0 {
+	if a.Sent == 0 {
 		errs = append(errs, errors.New("no job was inserted"))
 	}
 	if stopErr != nil {
 		errs = append(errs, stopErr)
 	}
 	return errors.Join(errs...)
-}
-
-// percentile returns the p-th percentile of sorted (non-empty) by the
-// nearest-rank method: the smallest sample that at least p% of the samples
-// do not exceed.
-func percentile(sorted []time.Duration, p float64) time.Duration {
-	k := int(math.Ceil(p / 100 * float64(len(sorted))))
-	return sorted[min(max(k, 1), len(sorted))-1]
 }
 
 // fmtLatency rounds a latency for printing: to 1 µs below 10 ms, to

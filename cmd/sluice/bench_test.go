@@ -86,27 +86,6 @@ func TestBenchUsage(t *testing.T) {
 	}
 }
 
-func TestPercentile(t *testing.T) {
-	var s []time.Duration
-	for i := 1; i <= 100; i++ {
-		s = append(s, time.Duration(i))
-	}
-	for _, tc := range []struct {
-		p    float64
-		want time.Duration
-	}{{50, 50}, {90, 90}, {99, 99}, {100, 100}, {0, 1}, {99.5, 100}} {
-		if got := percentile(s, tc.p); got != tc.want {
-			t.Errorf("p%v of 1..100 = %d, want %d", tc.p, got, tc.want)
-		}
-	}
-	if got := percentile([]time.Duration{7}, 99); got != 7 {
-		t.Errorf("p99 of one sample = %d, want 7", got)
-	}
-	if got := percentile([]time.Duration{1, 2, 3}, 50); got != 2 {
-		t.Errorf("p50 of 1,2,3 = %d, want 2", got)
-	}
-}
-
 // benchPG returns $SLUICE_TEST_PG, skipping the test without it (failing
 // when $SLUICE_TEST_PG_REQUIRED is set, as in CI).
 func benchPG(t *testing.T) string {
