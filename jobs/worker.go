@@ -528,6 +528,16 @@ func (w *Worker) runFunc(q *queueRunner, j *Job) func(context.Context) error {
 // payload: Debug for a success or a release, Info for a retry, Warn for a
 // job that ends failed, canceled or expired.
 func (w *Worker) logAttempt(j *Job, o Outcome, run time.Duration) {
+	level := slog.LevelWarn
+	switch o.Kind {
+	case Succeeded, Released:
+		level = slog.LevelDebug
+	case Retry:
+		level = slog.LevelInfo
+	}
+	if !w.log.Enabled(context.Background(), level) {
+		return // no attributes built: a quiet worker pays nothing per job
+	}
 	attrs := []any{"job", j.ID, "kind", j.Kind, "queue", j.Queue, "attempt", j.Attempt, "run", run}
 	switch o.Kind {
 	case Succeeded:
