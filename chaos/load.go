@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"slices"
 	"sync"
@@ -49,13 +50,7 @@ func (l OpenLoop) Run(ctx context.Context, send func(ctx context.Context, i int6
 		return LoadStats{}, fmt.Errorf("chaos: open loop: rate %v, n %d", l.Rate, l.N)
 	}
 	senders := max(l.Senders, 1)
-	lateAfter, missAfter := l.LateAfter, l.MissAfter
-	if lateAfter <= 0 {
-		lateAfter = time.Millisecond
-	}
-	if missAfter <= 0 {
-		missAfter = time.Second
-	}
+	lateAfter, missAfter := l.bounds()
 	var warm sync.WaitGroup
 	warmErrs := make([]error, senders)
 	for g := range senders {
@@ -132,6 +127,54 @@ func (l OpenLoop) Run(ctx context.Context, send func(ctx context.Context, i int6
 	}
 	return LoadStats{Due: l.N, Sent: sent.Load(), Late: late.Load(), Missed: missed.Load(), Errs: nerr.Load(),
 		MaxLag: maxLag, FirstErr: firstErr}, nil
+}
+
+// bounds returns LateAfter and MissAfter with their defaults.
+func (l OpenLoop) bounds() (lateAfter, missAfter time.Duration) {
+	lateAfter, missAfter = l.LateAfter, l.MissAfter
+	if lateAfter <= 0 {
+		lateAfter = time.Millisecond
+	}
+	if missAfter <= 0 {
+		missAfter = time.Second
+	}
+	return lateAfter, missAfter
+}
+
+// Report prints a run's two lines to out: the arrivals it made over the
+// schedule's length, and the percentiles of latencies (one per job that
+// started; waited is how long the caller waited for them). It returns an
+// error when nothing was sent or some sent jobs never started. Both
+// latency benchmarks print through it, so their lines compare.
+func (l OpenLoop) Report(out io.Writer, over time.Duration, st LoadStats, latencies []time.Duration, waited time.Duration) error {
+	lateAfter, missAfter := l.bounds()
+	sum := Summarize(latencies)
+	achieved := float64(st.Sent) / over.Seconds()
+	fmt.Fprintf(out, "arrivals: %d due at %g/s over %v: %d enqueued (%.0f/s achieved), %d late (>%v behind), %d missed (>%v behind), %d enqueue errors, max lag %v\n",
+		st.Due, l.Rate, over, st.Sent, achieved, st.Late, lateAfter, st.Missed, missAfter, st.Errs, st.MaxLag.Round(time.Microsecond))
+	if st.FirstErr != nil {
+		fmt.Fprintf(out, "first enqueue error: %v\n", st.FirstErr)
+	}
+	if sum.N > 0 {
+		fmt.Fprintf(out, "latency: %d jobs at %.0f/s: p50 %v p90 %v p99 %v max %v\n", sum.N, achieved,
+			roundLatency(sum.P50), roundLatency(sum.P90), roundLatency(sum.P99), roundLatency(sum.Max))
+	}
+	var errs []error
+	if int64(sum.N) < st.Sent {
+		errs = append(errs, fmt.Errorf("%d of %d sent jobs had not started after %v", st.Sent-int64(sum.N), st.Sent, waited))
+	}
+	if st.Sent == 0 {
+		errs = append(errs, errors.New("no job was sent"))
+	}
+	return errors.Join(errs...)
+}
+
+// roundLatency keeps three or four significant digits for printing.
+func roundLatency(d time.Duration) time.Duration {
+	if d < 10*time.Millisecond {
+		return d.Round(time.Microsecond)
+	}
+	return d.Round(10 * time.Microsecond)
 }
 
 // Latencies summarizes latency samples with exact percentiles (nearest

@@ -3,6 +3,8 @@ package chaos_test
 import (
 	"context"
 	"errors"
+	"io"
+	"strings"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -84,4 +86,23 @@ func TestOpenLoopKeepsTheSchedule(t *testing.T) {
 			t.Fatalf("a 1 s schedule took %v", d)
 		}
 	})
+}
+
+func TestOpenLoopReport(t *testing.T) {
+	loop := chaos.OpenLoop{Rate: 100, N: 3}
+	st := chaos.LoadStats{Due: 3, Sent: 3}
+	var out strings.Builder
+	if err := loop.Report(&out, time.Second, st, []time.Duration{time.Millisecond, 2 * time.Millisecond, 3 * time.Millisecond}, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "arrivals: 3 due at 100/s over 1s: 3 enqueued") ||
+		!strings.Contains(out.String(), "latency: 3 jobs at 3/s: p50 2ms p90 3ms p99 3ms max 3ms") {
+		t.Fatalf("report:\n%s", out.String())
+	}
+	if err := loop.Report(io.Discard, time.Second, st, []time.Duration{time.Millisecond}, time.Second); err == nil || !strings.Contains(err.Error(), "2 of 3 sent jobs had not started") {
+		t.Fatalf("missing starts: %v", err)
+	}
+	if err := loop.Report(io.Discard, time.Second, chaos.LoadStats{Due: 3}, nil, time.Second); err == nil {
+		t.Fatal("a run that sent nothing reported no error")
+	}
 }

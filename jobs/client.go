@@ -85,22 +85,16 @@ func (c *Client) EnqueueMany(ctx context.Context, queue string, batch []NewJob) 
 	if len(batch) == 0 {
 		return nil, nil
 	}
-	now := c.cfg.Now()
-	jobs := make([]NewJob, len(batch))
-	for i, j := range batch {
-		if j.Queue != "" && j.Queue != queue {
-			return nil, &ValidationError{"queue", fmt.Sprintf("job %d names queue %q in a batch for %q", i, j.Queue, queue)}
-		}
-		j.Queue = queue
-		if err := j.Normalize(now); err != nil {
-			return nil, err
-		}
-		if c.cfg.Validate != nil {
-			if err := c.cfg.Validate(&j); err != nil {
+	queue, jobs, err := NormalizeBatch(c.cfg.Now(), queue, batch)
+	if err != nil {
+		return nil, err
+	}
+	if c.cfg.Validate != nil {
+		for i := range jobs {
+			if err := c.cfg.Validate(&jobs[i]); err != nil {
 				return nil, err
 			}
 		}
-		jobs[i] = j
 	}
 	var waitUntil time.Time
 	backoff := 5 * time.Millisecond

@@ -146,6 +146,28 @@ func (n *NewJob) Normalize(now time.Time) error {
 	return nil
 }
 
+// NormalizeBatch returns a normalized copy of batch for queue ("" means
+// DefaultQueue): each job's Queue must be "" or queue, and each is
+// normalized at now. The first bad job gives a *ValidationError. Client
+// and every Store call it, so that a batch means the same everywhere.
+func NormalizeBatch(now time.Time, queue string, batch []NewJob) (string, []NewJob, error) {
+	if queue == "" {
+		queue = DefaultQueue
+	}
+	out := make([]NewJob, len(batch))
+	for i, n := range batch {
+		if n.Queue != "" && n.Queue != queue {
+			return queue, nil, &ValidationError{"queue", fmt.Sprintf("job %d is for queue %q, not %q", i, n.Queue, queue)}
+		}
+		n.Queue = queue
+		if err := n.Normalize(now); err != nil {
+			return queue, nil, err
+		}
+		out[i] = n
+	}
+	return queue, out, nil
+}
+
 // FullPolicy says what Enqueue does when a queue is at capacity.
 type FullPolicy string
 

@@ -16,14 +16,6 @@ import (
 	"github.com/sluicehq/sluice/chaos"
 )
 
-// Schedule tolerances, as in "sluice bench latency": an arrival whose
-// Insert call starts more than lateAfter after its due time is late; one
-// that would start more than missAfter after it is not sent (missed).
-const (
-	lateAfter = time.Millisecond
-	missAfter = time.Second
-)
-
 // latencyArgs are the latency mode's job arguments: the arrival index
 // (-1 for warm-up jobs) and the wall clock just before the Insert call, in
 // Unix ns.
@@ -80,7 +72,8 @@ func latency[TTx any](ctx context.Context, stdout, stderr io.Writer, driver rive
 		_, err := client.Insert(ctx, latencyArgs{I: i, T: time.Now().UnixNano()}, nil)
 		return err
 	}
-	a, err := chaos.OpenLoop{Rate: s.rate, N: n, Senders: s.enqueuers, Warmup: 3, LateAfter: lateAfter, MissAfter: missAfter}.Run(ctx, insert)
+	loop := chaos.OpenLoop{Rate: s.rate, N: n, Senders: s.enqueuers, Warmup: 3}
+	a, err := loop.Run(ctx, insert)
 	if err != nil {
 		return err
 	}
@@ -95,50 +88,24 @@ func latency[TTx any](ctx context.Context, stdout, stderr io.Writer, driver rive
 	if stopErr != nil {
 		stopErr = fmt.Errorf("stop: %w", stopErr)
 	}
-	return report(stdout, s, a, samples, bad.Load(), stopErr)
+	return report(stdout, loop, s, a, samples, bad.Load(), stopErr)
 }
 
-// report prints the arrival line and the latency line, and returns an
-// error when jobs never started or carried a foreign index.
-func report(out io.Writer, s settings, a chaos.LoadStats, samples []int64, bad int64, stopErr error) error {
+// report prints the run's lines (chaos.OpenLoop.Report) and adds the
+// checks of this benchmark: stray payloads and the worker's stop.
+func report(out io.Writer, loop chaos.OpenLoop, s settings, a chaos.LoadStats, samples []int64, bad int64, stopErr error) error {
 	lat := make([]time.Duration, 0, len(samples))
 	for _, v := range samples {
 		if v != 0 {
 			lat = append(lat, time.Duration(v))
 		}
 	}
-	sum := chaos.Summarize(lat)
-	achieved := float64(a.Sent) / s.duration.Seconds()
-	fmt.Fprintf(out, "arrivals: %d due at %g/s over %v: %d enqueued (%.0f/s achieved), %d late (>%v behind), %d missed (>%v behind), %d enqueue errors, max lag %v\n",
-		a.Due, s.rate, s.duration, a.Sent, achieved, a.Late, lateAfter, a.Missed, missAfter, a.Errs, a.MaxLag.Round(time.Microsecond))
-	if a.FirstErr != nil {
-		fmt.Fprintf(out, "first enqueue error: %v\n", a.FirstErr)
-	}
-	if sum.N > 0 {
-		fmt.Fprintf(out, "latency: %d jobs at %.0f/s: p50 %v p90 %v p99 %v max %v\n", sum.N, achieved,
-			fmtLatency(sum.P50), fmtLatency(sum.P90), fmtLatency(sum.P99), fmtLatency(sum.Max))
-	}
-	var errs []error
-	if int64(len(lat)) < a.Sent {
-		errs = append(errs, fmt.Errorf("%d of %d inserted jobs had not started after --wait %v", a.Sent-int64(len(lat)), a.Sent, s.wait))
-	}
+	errs := []error{loop.Report(out, s.duration, a, lat, s.wait)}
 	if bad > 0 {
 		errs = append(errs, fmt.Errorf("%d jobs carried an arrival index outside the schedule", bad))
-	}
-	if a.Sent == 0 {
-		errs = append(errs, errors.New("no job was inserted"))
 	}
 	if stopErr != nil {
 		errs = append(errs, stopErr)
 	}
 	return errors.Join(errs...)
-}
-
-// fmtLatency rounds a latency for printing: to 1 µs below 10 ms, to
-// 10 µs above.
-func fmtLatency(d time.Duration) time.Duration {
-	if d < 10*time.Millisecond {
-		return d.Round(time.Microsecond)
-	}
-	return d.Round(10 * time.Microsecond)
 }

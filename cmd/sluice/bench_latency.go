@@ -27,15 +27,6 @@ type latencySettings struct {
 	wait        time.Duration // bound on waiting for the last jobs to start
 }
 
-// Schedule tolerances: an arrival whose Enqueue call starts more than
-// lateAfter after its due time is late; one that would start more than
-// missAfter after it is not sent at all (missed), so that a generator that
-// cannot keep up ends on time instead of sending a backlog.
-const (
-	lateAfter = time.Millisecond
-	missAfter = time.Second
-)
-
 // latencyPayload is what each job carries: its arrival index and the wall
 // clock just before its Enqueue call, in Unix ns. Warm-up jobs have I = -1.
 type latencyPayload struct {
@@ -142,7 +133,8 @@ func latency(ctx context.Context, out, stderr io.Writer, store jobs.Store, s lat
 	}
 	fmt.Fprintf(stderr, "sluice bench latency: %d arrivals at %g/s over %v, %d enqueuers, %d queue(s) of concurrency %d\n",
 		n, s.rate, s.duration, s.enqueuers, s.queues, s.concurrency)
-	a, err := chaos.OpenLoop{Rate: s.rate, N: n, Senders: s.enqueuers, Warmup: 3, LateAfter: lateAfter, MissAfter: missAfter}.Run(ctx, enqueue)
+	loop := chaos.OpenLoop{Rate: s.rate, N: n, Senders: s.enqueuers, Warmup: 3}
+	a, err := loop.Run(ctx, enqueue)
 	if err != nil {
 		return err
 	}
@@ -155,51 +147,24 @@ func latency(ctx context.Context, out, stderr io.Writer, store jobs.Store, s lat
 	}
 	stopErr := w.Stop(stopCtx)
 
-	return report(out, n, s, a, samples, bad.Load(), stopErr)
+	return report(out, loop, n, s, a, samples, bad.Load(), stopErr)
 }
 
-// report prints the arrival line and the latency line, and returns an
-// error when jobs never started or the payloads were not the
-// benchmark's.
-func report(out io.Writer, n int64, s latencySettings, a chaos.LoadStats, samples []int64, bad int64, stopErr error) error {
+// report prints the run's lines (chaos.OpenLoop.Report) and adds the
+// checks of this benchmark: stray payloads and the worker's stop.
+func report(out io.Writer, loop chaos.OpenLoop, n int64, s latencySettings, a chaos.LoadStats, samples []int64, bad int64, stopErr error) error {
 	lat := make([]time.Duration, 0, len(samples))
 	for _, v := range samples {
 		if v != 0 {
 			lat = append(lat, time.Duration(v))
 		}
 	}
-	sum := chaos.Summarize(lat)
-	achieved := float64(a.Sent) / s.duration.Seconds()
-	fmt.Fprintf(out, "arrivals: %d due at %g/s over %v: %d enqueued (%.0f/s achieved), %d late (>%v behind), %d missed (>%v behind), %d enqueue errors, max lag %v\n",
-		a.Due, s.rate, s.duration, a.Sent, achieved, a.Late, lateAfter, a.Missed, missAfter, a.Errs, a.MaxLag.Round(time.Microsecond))
-	if a.FirstErr != nil {
-		fmt.Fprintf(out, "first enqueue error: %v\n", a.FirstErr)
-	}
-	if sum.N > 0 {
-		fmt.Fprintf(out, "latency: %d jobs at %.0f/s: p50 %v p90 %v p99 %v max %v\n", sum.N, achieved,
-			fmtLatency(sum.P50), fmtLatency(sum.P90), fmtLatency(sum.P99), fmtLatency(sum.Max))
-	}
-	var errs []error
-	if int64(len(lat)) < a.Sent {
-		errs = append(errs, fmt.Errorf("%d of %d enqueued jobs had not started after --wait %v", a.Sent-int64(len(lat)), a.Sent, s.wait))
-	}
+	errs := []error{loop.Report(out, s.duration, a, lat, s.wait)}
 	if bad > 0 {
 		errs = append(errs, fmt.Errorf("%d jobs carried a payload that is not the benchmark's", bad))
-	}
-	if a.Sent == 0 {
-		errs = append(errs, errors.New("no job was enqueued"))
 	}
 	if stopErr != nil {
 		errs = append(errs, fmt.Errorf("stop worker: %w", stopErr))
 	}
 	return errors.Join(errs...)
-}
-
-// fmtLatency rounds a latency for printing: to 1 µs below 10 ms, to
-// 10 µs above.
-func fmtLatency(d time.Duration) time.Duration {
-	if d < 10*time.Millisecond {
-		return d.Round(time.Microsecond)
-	}
-	return d.Round(10 * time.Microsecond)
 }

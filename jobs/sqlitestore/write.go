@@ -33,21 +33,9 @@ import (
 // a counter, whatever the queue's length.
 func (s *Store) Enqueue(ctx context.Context, now time.Time, queue string, nj []jobs.NewJob) ([]jobs.EnqueueResult, error) {
 	const op = "enqueue"
-	if queue == "" {
-		queue = jobs.DefaultQueue
-	}
-	batch := make([]jobs.NewJob, len(nj))
-	for i, n := range nj {
-		if n.Queue == "" {
-			n.Queue = queue
-		}
-		if n.Queue != queue {
-			return nil, &jobs.ValidationError{Field: "queue", Msg: fmt.Sprintf("job %d is for queue %q, not %q", i, n.Queue, queue)}
-		}
-		if err := n.Normalize(now); err != nil {
-			return nil, err
-		}
-		batch[i] = n
+	queue, batch, err := jobs.NormalizeBatch(now, queue, nj)
+	if err != nil {
+		return nil, err
 	}
 	if len(batch) == 0 {
 		return nil, nil
