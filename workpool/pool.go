@@ -74,6 +74,11 @@ type Pool struct {
 	codelOK   time.Time        // guarded by mu; last time the queue was not standing
 	stats     Stats            // guarded by mu; counters only
 	rate      rateEstimate     // guarded by mu
+
+	// waiters recycles the *waiter of Wait submitters. It is per pool, not
+	// global, so that a waiter's channel never leaves the synctest bubble
+	// of the pool that made it.
+	waiters sync.Pool
 }
 
 // worker is a parked worker's mailbox. wake has a buffer of one and exactly
@@ -103,6 +108,7 @@ func New(cfg Config) *Pool {
 		queueSize: cfg.QueueSize,
 		stopped:   make(chan struct{}),
 		rate:      rateEstimate{at: time.Now()},
+		waiters:   sync.Pool{New: newWaiter},
 	}
 	if cfg.CoDelTarget > 0 && cfg.CoDelInterval > 0 {
 		p.codelTgt, p.codelIntvl = cfg.CoDelTarget, cfg.CoDelInterval
@@ -294,28 +300,38 @@ func (p *Pool) refuseLocked(t *Task, r Reason, cause error) *RejectError {
 
 // waiter is a submitter blocked by the Wait policy. It outlives the wait
 // on the submitter's side only, so that a task of Go can be admitted, run
-// and recycled before its submitter wakes.
+// and recycled before its submitter wakes. Waiters are recycled through
+// the pool's waiters, so a blocked submitter allocates nothing.
 type waiter struct {
-	done    chan struct{} // closed by whoever settles the wait, under mu
-	settled bool          // guarded by mu
-	refusal *RejectError  // guarded by mu; nil when admitted
+	// done has a buffer of one and one sender: whoever settles the wait,
+	// under mu. The submitter receives from it (or drains it, when its
+	// context or MaxWait ended first) before the waiter is reused. Nobody
+	// closes it.
+	done    chan struct{}
+	settled bool         // written under mu by the settler; read by the submitter after done
+	refusal *RejectError // as settled; nil when admitted
 }
+
+func newWaiter() any { return &waiter{done: make(chan struct{}, 1)} }
 
 // settleLocked ends t's wait: admitted when refusal is nil.
 func settleLocked(t *Task, refusal *RejectError) {
 	w := t.waiter
 	t.waiter = nil
 	w.settled, w.refusal = true, refusal
-	close(w.done)
+	w.done <- struct{}{}
 }
 
 // waitLocked parks the submitter until a slot frees (Wait policy). It is
 // called with mu held and returns with it released.
+//
+// A submitter woken by its settlement does not take mu again: the settler
+// wrote the outcome before it sent on done.
 func (p *Pool) waitLocked(ctx context.Context, t *Task, maxWait time.Duration) (*Task, error) {
 	if maxWait == 0 {
 		maxWait = p.maxWait
 	}
-	w := &waiter{done: make(chan struct{})}
+	w := p.waiters.Get().(*waiter)
 	recycle := t.recycle // once admitted, t may run and be reused before we wake
 	t.state = statePending
 	t.waiter = w
@@ -329,25 +345,33 @@ func (p *Pool) waitLocked(ctx context.Context, t *Task, maxWait time.Duration) (
 		timeout = tm.C
 	}
 	var cause error
+	woken := false
 	select {
 	case <-w.done:
+		woken = true
 	case <-ctx.Done():
 		cause = context.Cause(ctx)
 	case <-timeout:
 	}
 
-	p.mu.Lock()
-	if !w.settled { // still pending: t is ours
-		p.pending.remove(t)
-		t.state = stateDone
-		t.waiter = nil
-		err := p.refuseLocked(t, ReasonQueueFull, cause)
+	if !woken {
+		p.mu.Lock()
+		if !w.settled { // still pending: t is ours
+			p.pending.remove(t)
+			t.state = stateDone
+			t.waiter = nil
+			err := p.refuseLocked(t, ReasonQueueFull, cause)
+			p.mu.Unlock()
+			p.waiters.Put(w)
+			p.refused(t, err)
+			return nil, err
+		}
 		p.mu.Unlock()
-		p.refused(t, err)
-		return nil, err
+		<-w.done // settled meanwhile: its send is buffered
 	}
 	refusal := w.refusal
-	p.mu.Unlock()
+	w.settled, w.refusal = false, nil
+	p.waiters.Put(w)
 	if refusal != nil {
 		p.refused(t, refusal)
 		return nil, refusal

@@ -839,6 +839,107 @@ func TestTaskWaitHonorsContext(t *testing.T) {
 	})
 }
 
+// TestWaitAdmittedAsContextEnds races a waiting submitter's admission with
+// the end of its context: the test cancels the context, which wakes the
+// submitter, and at once admits it (raising the queue bound, or the worker
+// bound when there is no queue, both of which admit on the caller's
+// goroutine), usually before the woken submitter has looked. Whichever comes
+// first, the outcome must agree with the pool's accounting. Wait records are recycled, so the test also checks that the
+// next submitter really waits: a stale wake-up left in a recycled record
+// would let it through.
+func TestWaitAdmittedAsContextEnds(t *testing.T) {
+	const rounds = 64
+	for _, queue := range []int{0, 1} {
+		t.Run(fmt.Sprintf("queue=%d", queue), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				p := New(Config{Workers: 1, QueueSize: queue, Policy: Wait})
+				// fill occupies the worker and the queue; release undoes it.
+				fill := func() (release func()) {
+					g := newGate()
+					mustSubmit(t, p, Options{}, g.task)
+					<-g.started
+					if queue > 0 {
+						mustSubmit(t, p, Options{}, nop)
+					}
+					return func() { close(g.release) }
+				}
+				admit := func() {
+					if queue > 0 {
+						p.SetQueueSize(queue + 1)
+					} else {
+						p.SetWorkers(2)
+					}
+				}
+				restore := func() {
+					p.SetQueueSize(queue)
+					p.SetWorkers(1)
+				}
+				var accepted, refused int
+				for range rounds {
+					release := fill()
+					ctx, cancel := context.WithCancel(context.Background())
+					type result struct {
+						task *Task
+						err  error
+					}
+					res := make(chan result, 1)
+					go func() {
+						task, err := p.Submit(ctx, nop)
+						res <- result{task, err}
+					}()
+					synctest.Wait()
+					if s := p.Stats(); s.Waiting != 1 {
+						t.Fatalf("waiting = %d, want 1", s.Waiting)
+					}
+					cancel()
+					admit()
+					r := <-res
+					switch {
+					case r.err == nil:
+						accepted++
+						if err := r.task.Wait(context.Background()); err != nil && !errors.Is(err, ErrExpired) {
+							t.Fatalf("admitted task: %v", err)
+						}
+					case errors.Is(r.err, ErrQueueFull) && errors.Is(r.err, context.Canceled):
+						refused++
+					default:
+						t.Fatalf("Submit: %v", r.err)
+					}
+					release()
+					synctest.Wait()
+					restore()
+					synctest.Wait()
+					if s := p.Stats(); s.Waiting != 0 || s.Running != 0 || s.TotalQueued() != 0 {
+						t.Fatalf("after the round: %+v", s)
+					}
+				}
+				if s := p.Stats(); accepted+refused != rounds || s.Rejected[ReasonQueueFull] != uint64(refused) {
+					t.Fatalf("accepted %d, refused %d of %d; stats %+v", accepted, refused, rounds, s)
+				}
+
+				// The rounds' wait records are recycled: the next wait must block.
+				release := fill()
+				done := make(chan error, 1)
+				go func() {
+					_, err := p.Submit(context.Background(), nop)
+					done <- err
+				}()
+				synctest.Wait()
+				select {
+				case err := <-done:
+					t.Fatalf("Submit returned %v while the pool was full", err)
+				default:
+				}
+				release()
+				if err := <-done; err != nil {
+					t.Fatal(err)
+				}
+				closeNow(t, p)
+			})
+		})
+	}
+}
+
 // TestGoWaitPolicyUnderLoad hammers Go with many submitters blocked by the
 // Wait policy. Go's tasks are recycled as soon as they finish, which must
 // never confuse a submitter still waking from its wait: every task runs

@@ -52,7 +52,8 @@ const (
 	// are admitted in FIFO order once the queue has drained to half its size
 	// (or, with no queue, as soon as a worker is free), so a blocked
 	// producer wakes once per half queue rather than once per task. Waiting
-	// costs one channel allocation.
+	// allocates nothing (the pool recycles its wait records) beyond a timer
+	// when a MaxWait applies.
 	Wait
 	// ShedLowest evicts the newest queued task of the lowest priority class
 	// if that class is lower than the new task's; the evicted task resolves
