@@ -174,12 +174,14 @@ func Open(ctx context.Context, path string, cfg Config) (*Store, error) {
 	r.SetMaxIdleConns(cfg.ReadConns)
 	s.r = r
 	if err := r.PingContext(cctx); err != nil {
+		err = s.wrap(cctx, "open", err) // before Close, which would make it ErrClosed
 		s.Close()
-		return nil, s.wrap(cctx, "open", err)
+		return nil, err
 	}
 	if err := s.prepare(cctx); err != nil {
+		err = s.wrap(cctx, "open", err) // before Close, which would make it ErrClosed
 		s.Close()
-		return nil, s.wrap(cctx, "open", err)
+		return nil, err
 	}
 	return s, nil
 }
