@@ -270,15 +270,11 @@ func burn(ctx context.Context, out io.Writer, store jobs.Store, n, conc, fetchBa
 		},
 	})
 	if cpuprofile != "" {
-		f, err := os.Create(cpuprofile)
+		stop, err := startCPUProfile(cpuprofile)
 		if err != nil {
 			return err
 		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return err
-		}
-		defer pprof.StopCPUProfile()
+		defer stop()
 	}
 	start = time.Now()
 	if err := w.Start(ctx); err != nil {
@@ -305,4 +301,20 @@ func burn(ctx context.Context, out io.Writer, store jobs.Store, n, conc, fetchBa
 	}
 	fmt.Fprintf(out, "burn: %d jobs in %.2fs: %.0f jobs/s\n", n, el.Seconds(), float64(n)/el.Seconds())
 	return errors.Join(stopErr)
+}
+
+// startCPUProfile writes a CPU profile to path until stop is called.
+func startCPUProfile(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
 }

@@ -48,6 +48,7 @@ func runLatency(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&s.queues, "queues", 1, "spread the arrivals round robin over this many queues (latency_0, latency_1, ...), all worked by the one worker")
 	fs.DurationVar(&s.wait, "wait", 30*time.Second, "after the schedule, wait at most this long for every job to start")
 	timeout := fs.Duration("timeout", 10*time.Minute, "give up after this long")
+	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -70,6 +71,13 @@ func runLatency(args []string, stdout, stderr io.Writer) int {
 	store, cleanup, err := db.open(ctx, stderr, int32(min(s.enqueuers+8, 1000)))
 	if err != nil {
 		return benchExit(stderr, "latency", err)
+	}
+	if *cpuprofile != "" {
+		stop, err := startCPUProfile(*cpuprofile)
+		if err != nil {
+			return benchExit(stderr, "latency", errors.Join(err, cleanup()))
+		}
+		defer stop()
 	}
 	err = latency(ctx, stdout, stderr, store, s)
 	return benchExit(stderr, "latency", errors.Join(err, cleanup()))
