@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"runtime"
 	"testing"
 	"time"
 
@@ -11,8 +12,9 @@ import (
 )
 
 var (
-	benchJobs  = flag.Int("benchjobs", 20_000, "jobs per iteration of BenchmarkFetchComplete")
-	benchBatch = flag.Int("benchbatch", 1000, "Enqueue batch, Fetch limit and Complete batch of BenchmarkFetchComplete")
+	benchJobs    = flag.Int("benchjobs", 20_000, "jobs per iteration of BenchmarkFetchComplete")
+	benchBatch   = flag.Int("benchbatch", 1000, "Enqueue batch, Fetch limit and Complete batch of BenchmarkFetchComplete")
+	benchSenders = flag.Int("benchsenders", 16, "goroutines calling Enqueue at once in BenchmarkEnqueueSingle")
 )
 
 // BenchmarkFetchComplete measures the store's throughput on the server of
@@ -111,4 +113,34 @@ func BenchmarkFetchComplete(b *testing.B) {
 		}
 		b.ReportMetric(float64(n*b.N)/elapsed.Seconds(), "jobs/s")
 	})
+}
+
+// BenchmarkEnqueueSingle measures single-job Enqueue calls into one queue
+// from -benchsenders goroutines at once (as the HTTP API makes them), in
+// calls/s, on the server of $SLUICE_TEST_PG; concurrent calls share
+// transactions (see Enqueue).
+//
+//	SLUICE_TEST_PG=... go test -run='^$' -bench=EnqueueSingle -count=5 ./jobs/pgstore/
+func BenchmarkEnqueueSingle(b *testing.B) {
+	ctx := context.Background()
+	s := open(b, Config{MaxConns: int32(*benchSenders) + 4})
+	if err := s.PutQueue(ctx, jobs.QueueConfig{Name: "bench", Capacity: 1 << 30}); err != nil {
+		b.Fatal(err)
+	}
+	nj := jobs.NewJob{Kind: "noop", Queue: "bench"}
+	if err := nj.Normalize(t0); err != nil {
+		b.Fatal(err)
+	}
+	b.SetParallelism(max(*benchSenders/runtime.GOMAXPROCS(0), 1))
+	start := time.Now()
+	b.RunParallel(func(pb *testing.PB) {
+		batch := []jobs.NewJob{nj}
+		for pb.Next() {
+			if _, err := s.Enqueue(ctx, t0, "bench", batch); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "calls/s")
 }

@@ -69,16 +69,18 @@
 //
 // Fetch is one UPDATE statement that claims jobs with FOR UPDATE SKIP
 // LOCKED through a partial index on waiting jobs, seeking each priority in
-// turn so that jobs scheduled for later are never read. Enqueue is one
+// turn so that jobs scheduled for later are never read; it runs in an
+// explicit transaction so that a caller that gave up never leaves claims
+// behind (as do Cancel and every multi-statement call). Enqueue is one
 // transaction of four round trips (begin; queue lock and idempotency
-// lookup; one multi-row INSERT of the whole batch; commit). Complete applies
-// a batch with one UPDATE over arrays (plus one more round trip for repeated
-// outcomes of a job and for group cancellations). Heartbeat is one
-// statement. On the shared 2-vCPU dev machine, with PostgreSQL 15 on
-// loopback, BenchmarkFetchComplete measures about 70,000 jobs/s enqueued
-// in batches of 1,000 and 25,000-31,000 jobs/s fetched and completed by one
-// worker (see its comment); single-job Enqueue calls from 16 goroutines
-// reach about 1,100 calls/s.
+// lookup; one multi-row INSERT; commit), shared by the concurrent Enqueue
+// calls of one queue (group commit, see Enqueue), so that single-job
+// calls from many goroutines do not take turns on the queue's lock one by
+// one. Complete applies a batch with one UPDATE over arrays (plus one more
+// round trip for repeated outcomes of a job and for group cancellations).
+// Heartbeat is one statement. BenchmarkFetchComplete and
+// BenchmarkEnqueueSingle measure them; docs/benchmarks.md has the figures
+// beside River.
 package pgstore
 
 import (
@@ -164,6 +166,14 @@ type Store struct {
 	bg     context.Context // canceled by Close: ends the Listen goroutines
 	stopBG context.CancelFunc
 
+	// The Enqueue calls waiting for their queue's transaction (see
+	// Enqueue), by queue.
+	enqMu     sync.Mutex
+	enqQueues map[string]*enqQueue // guarded by enqMu
+	// testRound, when set (by tests, before use), is called as a round
+	// of n calls starts and as it ends.
+	testRound func(queue string, n int, start bool)
+
 	mu        sync.Mutex
 	closed    bool           // guarded by mu
 	listeners sync.WaitGroup // Listen goroutines; Add under mu while !closed
@@ -232,6 +242,8 @@ func Open(ctx context.Context, url string, cfg Config) (*Store, error) {
 		timeout: cfg.Timeout,
 		log:     cfg.Logger,
 		q:       newQueries(cfg.Schema),
+
+		enqQueues: map[string]*enqQueue{},
 	}
 	s.bg, s.stopBG = context.WithCancel(context.Background())
 	err = s.retry(ctx, "open", func(ctx context.Context) error {

@@ -115,16 +115,16 @@ const (
 		ORDER BY b.id DESC LIMIT 1) AS j`
 
 	// Inserts a batch in input order (so IDs ascend with it); $1 queue,
-	// $2 now, then one array per column.
+	// then one array per column, creation times first.
 	sqlInsertJobs = `INSERT INTO {s}.jobs (queue, kind, payload, priority, idempotency_key, run_at, deadline,
 		attempt_timeout, max_attempts, backoff_min, backoff_max, group_name, cancel_group_on_failure,
 		state, created_at, updated_at)
 	SELECT $1::text, u.kind, u.payload::json, u.priority, NULLIF(u.idem, ''), u.run_at, NULLIF(u.deadline, 0),
 		u.attempt_timeout, u.max_attempts, u.backoff_min, u.backoff_max, NULLIF(u.grp, ''), u.cancel_group,
-		'waiting', $2::bigint, $2::bigint
-	FROM unnest($3::text[], $4::text[], $5::int2[], $6::text[], $7::int8[], $8::int8[], $9::int8[],
+		'waiting', u.created, u.created
+	FROM unnest($2::int8[], $3::text[], $4::text[], $5::int2[], $6::text[], $7::int8[], $8::int8[], $9::int8[],
 		$10::int4[], $11::int8[], $12::int8[], $13::text[], $14::bool[]) WITH ORDINALITY
-		AS u(kind, payload, priority, idem, run_at, deadline, attempt_timeout, max_attempts,
+		AS u(created, kind, payload, priority, idem, run_at, deadline, attempt_timeout, max_attempts,
 			backoff_min, backoff_max, grp, cancel_group, ord)
 	ORDER BY u.ord
 	RETURNING id`

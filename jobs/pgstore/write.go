@@ -1,10 +1,8 @@
 package pgstore
 
 import (
-	"bytes"
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -15,280 +13,9 @@ import (
 	"github.com/sluicehq/sluice/jobs"
 )
 
-// Enqueue implements jobs.Store. Each job is normalized again (a no-op for
-// normalized jobs); a job whose Queue is neither "" nor queue is a
-// *jobs.ValidationError.
-//
-// The queue's row stays locked until the transaction ends, so concurrent
-// Enqueue calls into one queue, from any node, take turns: the capacity
-// check and the idempotency lookup see every job enqueued before.
-//
-// Under FullShed the job shed is the one that would run last: the lowest
-// priority, then the latest RunAt, then the highest ID (a job locked by a
-// concurrent Fetch or Cancel at that moment is passed over). A key's
-// binding starts when its job is created: a duplicate within the window
-// does not extend it. A refusal's RetryAfter is estimated from the
-// queue's completions in the last 10s.
-//
-// Cost: one transaction of four round trips, whatever the batch size;
-// shedding adds three statements per job.
-func (s *Store) Enqueue(ctx context.Context, now time.Time, queue string, nj []jobs.NewJob) ([]jobs.EnqueueResult, error) {
-	const op = "enqueue"
-	queue, batch, err := jobs.NormalizeBatch(now, queue, nj)
-	if err != nil {
-		return nil, err
-	}
-	if len(batch) == 0 {
-		return nil, nil
-	}
-	ctx, cancel, err := s.begin(ctx, op)
-	if err != nil {
-		return nil, err
-	}
-	defer cancel()
-	var results []jobs.EnqueueResult
-	err = s.inTx(ctx, op, func(ctx context.Context, tx pgx.Tx) error {
-		var err error
-		results, err = s.enqueueTx(ctx, tx, now, queue, batch)
-		return err
-	})
-	if err != nil {
-		return nil, s.wrap(ctx, op, err)
-	}
-	return results, nil
-}
-
-func (s *Store) enqueueTx(ctx context.Context, tx pgx.Tx, now time.Time, queue string, batch []jobs.NewJob) ([]jobs.EnqueueResult, error) {
-	var (
-		keys    []string
-		hasKeys = map[string]bool{}
-	)
-	for _, n := range batch {
-		if k := n.IdempotencyKey; k != "" && !hasKeys[k] {
-			hasKeys[k] = true
-			keys = append(keys, k)
-		}
-	}
-
-	// Round trip 2: create the queue if needed, lock its row, and find
-	// the jobs the keys are bound to (after the lock, so that an Enqueue
-	// that held it before is seen).
-	defaults := jobs.QueueConfig{Name: queue}
-	if err := defaults.Normalize(); err != nil {
-		return nil, err
-	}
-	var (
-		capacity, waiting, window int64
-		policy                    string
-		bound                     = map[string]*jobs.Job{}
-	)
-	b := &pgx.Batch{}
-	b.Queue(s.q.queueEnsure, queueArgs(defaults)...)
-	b.Queue(s.q.queueLock, queue).QueryRow(func(row pgx.Row) error {
-		return row.Scan(&capacity, &policy, &window, &waiting)
-	})
-	if len(keys) > 0 {
-		b.Queue(s.q.idempotent, queue, keys).Query(func(rows pgx.Rows) error {
-			js, err := scanJobs(rows)
-			for _, j := range js {
-				bound[j.IdempotencyKey] = j
-			}
-			return err
-		})
-	}
-	if err := tx.SendBatch(ctx, b).Close(); err != nil {
-		return nil, err
-	}
-
-	// Sort out duplicates and conflicts, in order: a job inserted by this
-	// batch binds its key for the jobs after it.
-	nowNS := nanos(now)
-	stamp := fromNanos(nowNS)
-	results := make([]jobs.EnqueueResult, len(batch))
-	var (
-		fresh    []int           // indexes of the jobs to insert
-		dupOf    = map[int]int{} // result index -> index of the new job it duplicates
-		newByKey = map[string]int{}
-	)
-	for i := range batch {
-		n := &batch[i]
-		if n.IdempotencyKey != "" {
-			if k, ok := newByKey[n.IdempotencyKey]; ok {
-				if batch[k].Kind != n.Kind || !samePayload(batch[k].Payload, n.Payload) {
-					results[i].Err = jobs.ErrIdempotencyConflict
-				} else {
-					dupOf[i] = k
-				}
-				continue
-			}
-			if old := bound[n.IdempotencyKey]; old != nil && nanos(old.CreatedAt) > nowNS-window {
-				if old.Kind != n.Kind || !samePayload(old.Payload, n.Payload) {
-					results[i].Err = jobs.ErrIdempotencyConflict
-				} else {
-					results[i] = jobs.EnqueueResult{Job: old, Duplicate: true}
-				}
-				continue
-			}
-			newByKey[n.IdempotencyKey] = i
-		}
-		fresh = append(fresh, i)
-	}
-
-	// Capacity.
-	var ids []int64
-	switch {
-	case len(fresh) == 0:
-	case waiting+int64(len(fresh)) <= capacity:
-		var err error
-		if ids, err = s.insert(ctx, tx, nowNS, queue, batch, fresh); err != nil {
-			return nil, err
-		}
-	case jobs.FullPolicy(policy) != jobs.FullShed:
-		return nil, s.queueFull(ctx, tx, now, queue, capacity, false, waiting+int64(len(fresh))-capacity)
-	default:
-		var err error
-		var victims []int64
-		if ids, victims, err = s.insertShedding(ctx, tx, nowNS, queue, batch, fresh, capacity, waiting); err != nil {
-			return nil, err
-		}
-		for k, i := range fresh {
-			results[i].Shed = victims[k]
-		}
-	}
-
-	for k, i := range fresh {
-		n := batch[i]
-		// The job as Get will return it.
-		j := &jobs.Job{ID: ids[k], NewJob: n, State: jobs.StateWaiting, CreatedAt: stamp, UpdatedAt: stamp}
-		j.RunAt = stored(n.RunAt)
-		j.Deadline = stored(n.Deadline)
-		results[i].Job = j
-	}
-	for i, k := range dupOf {
-		j := *results[k].Job
-		results[i] = jobs.EnqueueResult{Job: &j, Duplicate: true}
-	}
-	return results, nil
-}
-
-// insert inserts batch[fresh...] in one statement and returns their IDs
-// in that order.
-func (s *Store) insert(ctx context.Context, tx pgx.Tx, nowNS int64, queue string, batch []jobs.NewJob, fresh []int) ([]int64, error) {
-	m := len(fresh)
-	var (
-		kinds, payloads, keys, groups = make([]string, m), make([]string, m), make([]string, m), make([]string, m)
-		prios                         = make([]int16, m)
-		runAts, deadlines, timeouts   = make([]int64, m), make([]int64, m), make([]int64, m)
-		bmins, bmaxs                  = make([]int64, m), make([]int64, m)
-		maxAttempts                   = make([]int32, m)
-		cancelGroup                   = make([]bool, m)
-	)
-	for k, i := range fresh {
-		n := &batch[i]
-		kinds[k], payloads[k], keys[k], groups[k] = n.Kind, string(n.Payload), n.IdempotencyKey, n.Group
-		prios[k] = int16(n.Priority)
-		runAts[k], deadlines[k], timeouts[k] = nanos(n.RunAt), zeroNanos(n.Deadline), int64(n.AttemptTimeout)
-		bmins[k], bmaxs[k] = int64(n.BackoffMin), int64(n.BackoffMax)
-		maxAttempts[k] = int32(min(n.MaxAttempts, 1<<31-1))
-		cancelGroup[k] = n.CancelGroupOnFailure
-	}
-	rows, err := tx.Query(ctx, s.q.insertJobs, queue, nowNS, kinds, payloads, prios, keys, runAts, deadlines,
-		timeouts, maxAttempts, bmins, bmaxs, groups, cancelGroup)
-	if err != nil {
-		return nil, err
-	}
-	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
-	if err != nil {
-		return nil, err
-	}
-	if len(ids) != m {
-		return nil, fmt.Errorf("inserted %d jobs, want %d", len(ids), m)
-	}
-	// One statement's identity values ascend in insertion order.
-	slices.Sort(ids)
-	return ids, nil
-}
-
-// insertShedding inserts batch[fresh...] one at a time into a queue that
-// is or becomes full under FullShed, shedding a lower-priority waiting job
-// for each one that does not fit. It fails with a *jobs.QueueFullError
-// when a job finds none; the caller's rollback undoes the sheds.
-// It returns the new jobs' IDs and, for each, the job it shed (or 0).
-func (s *Store) insertShedding(ctx context.Context, tx pgx.Tx, nowNS int64, queue string, batch []jobs.NewJob, fresh []int, capacity, waiting int64) (ids, victims []int64, err error) {
-	ids = make([]int64, 0, len(fresh))
-	victims = make([]int64, 0, len(fresh))
-	for _, i := range fresh {
-		n := &batch[i]
-		var victim int64
-		if waiting+1 > capacity {
-			err := tx.QueryRow(ctx, s.q.shedVictim, queue, int16(n.Priority)).Scan(&victim)
-			if errors.Is(err, pgx.ErrNoRows) {
-				return nil, nil, s.queueFull(ctx, tx, fromNanos(nowNS), queue, capacity, true, waiting+1-capacity)
-			} else if err != nil {
-				return nil, nil, err
-			}
-		}
-		id, err := s.insert(ctx, tx, nowNS, queue, batch, []int{i})
-		if err != nil {
-			return nil, nil, err
-		}
-		ids = append(ids, id[0])
-		waiting++
-		if victim != 0 {
-			reason := fmt.Sprintf("shed for job %d (priority %d) from full queue %q", id[0], n.Priority, queue)
-			if _, err := tx.Exec(ctx, s.q.shed, victim, reason, nowNS); err != nil {
-				return nil, nil, err
-			}
-			waiting--
-		}
-		victims = append(victims, victim)
-	}
-	return ids, victims, nil
-}
-
-// samePayload reports whether two JSON documents are the same, ignoring
-// insignificant white space.
-func samePayload(a, b json.RawMessage) bool {
-	if bytes.Equal(a, b) {
-		return true
-	}
-	var ca, cb bytes.Buffer
-	if json.Compact(&ca, a) != nil || json.Compact(&cb, b) != nil {
-		return false
-	}
-	return bytes.Equal(ca.Bytes(), cb.Bytes())
-}
-
-// retryAfterWindow is how far back queueFull looks for completions, and
-// retryAfterSample how many it looks at, at most.
-const (
-	retryAfterWindow = 10 * time.Second
-	retryAfterSample = 100
-)
-
-// queueFull builds the refusal, with a Retry-After estimate: the time the
-// queue's completion rate over the last 10s (or over its last 100
-// completions, if they were quicker) needs to free need places, between
-// 10ms and 5 minutes; zero when nothing completed in the window.
-func (s *Store) queueFull(ctx context.Context, tx pgx.Tx, now time.Time, queue string, capacity int64, shed bool, need int64) error {
-	e := &jobs.QueueFullError{Queue: queue, Capacity: int(capacity), Shed: shed}
-	var n, oldest int64
-	if err := tx.QueryRow(ctx, s.q.retryAfter, queue, nanos(now), int64(retryAfterWindow)).Scan(&n, &oldest); err != nil {
-		return err
-	}
-	if n > 0 {
-		elapsed := retryAfterWindow
-		if n >= retryAfterSample {
-			elapsed = max(time.Duration(nanos(now)-oldest), time.Nanosecond)
-		}
-		d := time.Duration(float64(max(need, 1)) * float64(elapsed) / float64(n))
-		e.RetryAfter = min(max(d, 10*time.Millisecond), 5*time.Minute)
-	}
-	return e
-}
-
 // Fetch implements jobs.Store. It returns the claimed jobs in run order
-// (priority, RunAt, ID). Cost: one statement.
+// (priority, RunAt, ID). Cost: one statement, in a transaction (three
+// round trips).
 func (s *Store) Fetch(ctx context.Context, now time.Time, queue, owner string, limit int, lease time.Duration) ([]*jobs.Job, error) {
 	const op = "fetch"
 	if limit <= 0 {
@@ -300,8 +27,13 @@ func (s *Store) Fetch(ctx context.Context, now time.Time, queue, owner string, l
 	}
 	defer cancel()
 	var out []*jobs.Job
-	err = s.retry(ctx, op, func(ctx context.Context) error {
-		rows, err := s.pool.Query(ctx, s.q.fetch, queue, owner, nanos(now.Add(lease)), nanos(now), int64(limit), priorities)
+	// In a transaction, though it is one statement: a caller that gives
+	// up while the statement waits for a lock drops the connection, and
+	// the server then aborts the transaction instead of committing claims
+	// nobody receives (in autocommit it would commit them unless the
+	// cancel request landed first).
+	err = s.inTx(ctx, op, func(ctx context.Context, tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, s.q.fetch, queue, owner, nanos(now.Add(lease)), nanos(now), int64(limit), priorities)
 		if err != nil {
 			return err
 		}
@@ -500,12 +232,13 @@ func (s *Store) Cancel(ctx context.Context, now time.Time, id int64, reason stri
 	}
 	defer cancel()
 	var j *jobs.Job
-	err = s.retry(ctx, op, func(ctx context.Context) error {
+	// In a transaction, as Fetch: a caller that gave up never cancels.
+	err = s.inTx(ctx, op, func(ctx context.Context, tx pgx.Tx) error {
 		var err error
-		j, err = scanJob(s.pool.QueryRow(ctx, s.q.cancel, id, nanos(now), reason))
+		j, err = scanJob(tx.QueryRow(ctx, s.q.cancel, id, nanos(now), reason))
 		if errors.Is(err, pgx.ErrNoRows) {
 			// Terminal, or unknown: read it as it is now.
-			j, err = scanJob(s.pool.QueryRow(ctx, s.q.get, id))
+			j, err = scanJob(tx.QueryRow(ctx, s.q.get, id))
 			if errors.Is(err, pgx.ErrNoRows) {
 				return jobs.ErrNotFound
 			}

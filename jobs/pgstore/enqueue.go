@@ -1,0 +1,591 @@
+package pgstore
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/sluicehq/sluice/jobs"
+)
+
+// Enqueue implements jobs.Store. Each job is normalized again (a no-op for
+// normalized jobs); a job whose Queue is neither "" nor queue is a
+// *jobs.ValidationError.
+//
+// The queue's row stays locked until the transaction ends, so concurrent
+// Enqueue calls into one queue, from any node, take turns: the capacity
+// check and the idempotency lookup see every job enqueued before.
+//
+// Within one Store, concurrent calls into one queue share transactions
+// (group commit): a call that arrives while a transaction of its queue is
+// in progress waits for it to end and is then written, with every other
+// call that arrived meanwhile (up to 5,000 jobs), by one transaction. Each call keeps its own outcome, exactly as if the calls
+// had run one after another in arrival order: a call refused as full
+// inserts nothing and does not stop the others; a job's idempotency key
+// binds for the calls after it. Only a failure of the transaction itself
+// (the database away, a timeout) fails every call in it. A call whose ctx
+// ends while it waits for its turn withdraws and inserts nothing; one
+// whose ctx ends while its transaction runs waits for that transaction
+// (bounded by Config.Timeout) and reports what it did, so that an error
+// never hides an enqueued job.
+//
+// Under FullShed the job shed is the one that would run last: the lowest
+// priority, then the latest RunAt, then the highest ID (a job locked by a
+// concurrent Fetch or Cancel at that moment is passed over). A key's
+// binding starts when its job is created: a duplicate within the window
+// does not extend it. A refusal's RetryAfter is estimated from the
+// queue's completions in the last 10s.
+//
+// Cost: one transaction of four round trips for all the calls it
+// writes, whatever their sizes; one more for the first refusal, and,
+// under FullShed, three statements per job that sheds.
+func (s *Store) Enqueue(ctx context.Context, now time.Time, queue string, nj []jobs.NewJob) ([]jobs.EnqueueResult, error) {
+	const op = "enqueue"
+	queue, batch, err := jobs.NormalizeBatch(now, queue, nj)
+	if err != nil {
+		return nil, err
+	}
+	if len(batch) == 0 {
+		return nil, nil
+	}
+	if s.isClosed() {
+		return nil, fmt.Errorf("pgstore: %s: %w", op, jobs.ErrClosed)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, s.wrap(ctx, op, err)
+	}
+
+	c := &enqCall{ctx: ctx, now: now, batch: batch, lead: make(chan struct{}), done: make(chan struct{})}
+	s.enqMu.Lock()
+	q := s.enqQueues[queue]
+	if q == nil {
+		q = &enqQueue{}
+		s.enqQueues[queue] = q
+	}
+	q.pending = append(q.pending, c)
+	lead := !q.busy
+	q.busy = true
+	s.enqMu.Unlock()
+	appointed := c.lead
+	if lead {
+		s.enqueueRound(ctx, queue, q) // c is first in it
+		appointed = nil
+	}
+	for {
+		select {
+		case <-c.done:
+			return c.results, c.err
+		case <-appointed:
+			s.enqueueRound(ctx, queue, q) // c is first in it
+			appointed = nil               // closed for good: lead once
+		case <-ctx.Done():
+			s.enqMu.Lock()
+			if !c.taken {
+				// Still waiting for its turn: withdraw, and pass the
+				// lead on if it was just handed to c.
+				q.pending = slices.DeleteFunc(q.pending, func(p *enqCall) bool { return p == c })
+				if c.appointed {
+					s.appointLocked(queue, q)
+				}
+				s.enqMu.Unlock()
+				return nil, s.wrap(ctx, op, ctx.Err())
+			}
+			s.enqMu.Unlock()
+			<-c.done // bounded by the round's timeout
+			return c.results, c.err
+		}
+	}
+}
+
+// maxRoundJobs bounds the jobs one shared Enqueue transaction writes,
+// unless its first call alone has more.
+const maxRoundJobs = 5000
+
+// enqCall is one Enqueue call waiting for, or in, a round: one
+// transaction writing the calls of one queue.
+type enqCall struct {
+	ctx   context.Context
+	now   time.Time
+	batch []jobs.NewJob
+
+	// Written by the round before it closes done.
+	results []jobs.EnqueueResult
+	err     error
+
+	lead      chan struct{} // closed when the call is appointed to run the next round
+	done      chan struct{} // closed when results and err are final
+	taken     bool          // guarded by Store.enqMu: in a round, no longer in pending
+	appointed bool          // guarded by Store.enqMu: lead was closed
+}
+
+// enqQueue is the calls of one queue that wait for a round.
+type enqQueue struct {
+	pending []*enqCall // guarded by Store.enqMu; arrival order
+	// busy is set while a round runs or a pending call is appointed to
+	// run the next one; when it is clear, pending is empty. Guarded by
+	// Store.enqMu.
+	busy bool
+}
+
+// enqueueRound takes the first pending calls of q (at least one, up to
+// maxRoundJobs jobs), writes them in one transaction, hands the lead to
+// the next pending call if any, and then settles the calls it wrote.
+// ctx is the leading call's: its values reach the transaction; the
+// round is canceled when every call in it has given up, or by
+// Config.Timeout, or by Close.
+func (s *Store) enqueueRound(ctx context.Context, queue string, q *enqQueue) {
+	var calls, gone []*enqCall
+	jobsIn := 0
+	s.enqMu.Lock()
+	for len(q.pending) > 0 {
+		c := q.pending[0]
+		if len(calls) > 0 && jobsIn+len(c.batch) > maxRoundJobs {
+			break
+		}
+		q.pending[0] = nil
+		q.pending = q.pending[1:]
+		c.taken = true
+		if c.ctx.Err() != nil {
+			gone = append(gone, c) // gave up already: not written
+			continue
+		}
+		calls = append(calls, c)
+		jobsIn += len(c.batch)
+	}
+	s.enqMu.Unlock()
+
+	for _, c := range gone {
+		c.err = s.wrap(c.ctx, "enqueue", c.ctx.Err())
+		close(c.done)
+	}
+	if len(calls) > 0 {
+		if s.testRound != nil {
+			s.testRound(queue, len(calls), true)
+		}
+		s.writeRound(ctx, queue, calls)
+		if s.testRound != nil {
+			s.testRound(queue, len(calls), false)
+		}
+	}
+
+	s.enqMu.Lock()
+	s.appointLocked(queue, q)
+	s.enqMu.Unlock()
+	for _, c := range calls {
+		close(c.done)
+	}
+}
+
+// appointLocked hands the next round to q's first pending call, or marks
+// q idle (and forgets it) when none waits.
+func (s *Store) appointLocked(queue string, q *enqQueue) {
+	if len(q.pending) == 0 {
+		q.pending = nil
+		q.busy = false
+		delete(s.enqQueues, queue)
+		return
+	}
+	next := q.pending[0]
+	next.appointed = true
+	close(next.lead)
+}
+
+// writeRound writes calls in one transaction and sets each call's
+// results or error.
+func (s *Store) writeRound(ctx context.Context, queue string, calls []*enqCall) {
+	const op = "enqueue"
+	ctx = context.WithoutCancel(ctx)
+	var cancel context.CancelFunc
+	if s.timeout > 0 {
+		ctx, cancel = context.WithTimeout(ctx, s.timeout)
+	} else {
+		ctx, cancel = context.WithCancel(ctx)
+	}
+	defer cancel()
+	// Close ends the round, and so does the end of the last of its
+	// calls' contexts: nobody waits for it any more.
+	stops := make([]func() bool, 0, len(calls)+1)
+	stops = append(stops, context.AfterFunc(s.bg, cancel))
+	var left atomic.Int64
+	left.Store(int64(len(calls)))
+	for _, c := range calls {
+		stops = append(stops, context.AfterFunc(c.ctx, func() {
+			if left.Add(-1) == 0 {
+				cancel()
+			}
+		}))
+	}
+	defer func() {
+		for _, stop := range stops {
+			stop()
+		}
+	}()
+
+	err := s.inTx(ctx, op, func(ctx context.Context, tx pgx.Tx) error {
+		return s.enqueueTx(ctx, tx, queue, calls)
+	})
+	if err != nil {
+		for _, c := range calls {
+			c.results, c.err = nil, s.wrap(ctx, op, err)
+			if c.ctx.Err() != nil {
+				c.err = s.wrap(c.ctx, op, err)
+			}
+		}
+	}
+}
+
+// jobRef names job i of call c of a round.
+type jobRef struct{ c, i int }
+
+// enqueueTx writes calls into queue within tx, as if each call ran alone
+// in turn, and sets each call's results or refusal. It returns only the
+// errors that abort the transaction; it may run again (a retry), so it
+// sets every call's outcome afresh.
+func (s *Store) enqueueTx(ctx context.Context, tx pgx.Tx, queue string, calls []*enqCall) error {
+	var (
+		keys    []string
+		hasKeys = map[string]bool{}
+	)
+	for _, c := range calls {
+		c.results, c.err = make([]jobs.EnqueueResult, len(c.batch)), nil
+		for _, n := range c.batch {
+			if k := n.IdempotencyKey; k != "" && !hasKeys[k] {
+				hasKeys[k] = true
+				keys = append(keys, k)
+			}
+		}
+	}
+
+	// Round trip 2: create the queue if needed, lock its row, and find
+	// the jobs the keys are bound to (after the lock, so that an Enqueue
+	// that held it before is seen).
+	defaults := jobs.QueueConfig{Name: queue}
+	if err := defaults.Normalize(); err != nil {
+		return err
+	}
+	var (
+		capacity, waiting, window int64
+		policy                    string
+		bound                     = map[string]*jobs.Job{}
+	)
+	b := &pgx.Batch{}
+	b.Queue(s.q.queueEnsure, queueArgs(defaults)...)
+	b.Queue(s.q.queueLock, queue).QueryRow(func(row pgx.Row) error {
+		return row.Scan(&capacity, &policy, &window, &waiting)
+	})
+	if len(keys) > 0 {
+		b.Queue(s.q.idempotent, queue, keys).Query(func(rows pgx.Rows) error {
+			js, err := scanJobs(rows)
+			for _, j := range js {
+				bound[j.IdempotencyKey] = j
+			}
+			return err
+		})
+	}
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return err
+	}
+
+	var (
+		newByKey = map[string]jobRef{} // keys bound by jobs new in this round
+		toInsert []jobRef              // accepted jobs not inserted yet, in order
+		dups     = map[jobRef]jobRef{} // a duplicate -> the new job it duplicates
+		sample   *retrySample          // for refusals, read once
+	)
+	// flush inserts toInsert in one statement.
+	flush := func() error {
+		if len(toInsert) == 0 {
+			return nil
+		}
+		rows := make([]insertRow, len(toInsert))
+		for k, r := range toInsert {
+			rows[k] = insertRow{job: &calls[r.c].batch[r.i], created: nanos(calls[r.c].now)}
+		}
+		ids, err := s.insert(ctx, tx, queue, rows)
+		if err != nil {
+			return err
+		}
+		for k, r := range toInsert {
+			calls[r.c].results[r.i].Job = newJob(ids[k], calls[r.c].batch[r.i], calls[r.c].now)
+		}
+		toInsert = toInsert[:0]
+		return nil
+	}
+	refuse := func(c *enqCall, shed bool, need int64) error {
+		if sample == nil {
+			smp, err := s.retrySample(ctx, tx, c.now, queue)
+			if err != nil {
+				return err
+			}
+			sample = &smp
+		}
+		c.results, c.err = nil, sample.refusal(queue, capacity, shed, need)
+		return nil
+	}
+
+	for ci, c := range calls {
+		nowNS := nanos(c.now)
+		var (
+			fresh   []int              // indexes of the jobs to insert
+			local   = map[string]int{} // keys bound by fresh jobs of c
+			myDups  = map[int]jobRef{}
+			refused bool
+		)
+		for i := range c.batch {
+			n := &c.batch[i]
+			k := n.IdempotencyKey
+			if k == "" {
+				fresh = append(fresh, i)
+				continue
+			}
+			// The newest binding wins: c's own, then an earlier call's in
+			// this round, then the database's.
+			var of *jobs.NewJob
+			ref, isNew := jobRef{ci, 0}, false
+			if li, ok := local[k]; ok {
+				ref, isNew, of = jobRef{ci, li}, true, &c.batch[li]
+			} else if r, ok := newByKey[k]; ok {
+				ref, isNew, of = r, true, &calls[r.c].batch[r.i]
+			}
+			switch {
+			case isNew:
+				if of.Kind != n.Kind || !samePayload(of.Payload, n.Payload) {
+					c.results[i].Err = jobs.ErrIdempotencyConflict
+				} else {
+					myDups[i] = ref
+				}
+			case bound[k] != nil && nanos(bound[k].CreatedAt) > nowNS-window:
+				old := bound[k]
+				if old.Kind != n.Kind || !samePayload(old.Payload, n.Payload) {
+					c.results[i].Err = jobs.ErrIdempotencyConflict
+				} else {
+					c.results[i] = jobs.EnqueueResult{Job: old, Duplicate: true}
+				}
+			default:
+				local[k] = i
+				fresh = append(fresh, i)
+			}
+		}
+
+		switch {
+		case len(fresh) == 0:
+		case waiting+int64(len(fresh)) <= capacity:
+			for _, i := range fresh {
+				toInsert = append(toInsert, jobRef{ci, i})
+			}
+			waiting += int64(len(fresh))
+		case jobs.FullPolicy(policy) != jobs.FullShed:
+			if err := refuse(c, false, waiting+int64(len(fresh))-capacity); err != nil {
+				return err
+			}
+			refused = true
+		default:
+			// Shedding sees the jobs of the calls before c as waiting:
+			// insert them first. A refusal rolls back c's sheds alone.
+			if err := flush(); err != nil {
+				return err
+			}
+			sp, err := tx.Begin(ctx)
+			if err != nil {
+				return err
+			}
+			ids, victims, err := s.insertShedding(ctx, sp, nowNS, queue, c.batch, fresh, capacity, waiting)
+			var qf *jobs.QueueFullError
+			switch {
+			case errors.As(err, &qf):
+				if err := sp.Rollback(ctx); err != nil {
+					return err
+				}
+				c.results, c.err = nil, qf
+				refused = true
+			case err != nil:
+				return err
+			default:
+				if err := sp.Commit(ctx); err != nil {
+					return err
+				}
+				for k, i := range fresh {
+					c.results[i].Job = newJob(ids[k], c.batch[i], c.now)
+					c.results[i].Shed = victims[k]
+					waiting++
+					if victims[k] != 0 {
+						waiting--
+					}
+				}
+			}
+		}
+		if refused {
+			continue
+		}
+		for k, i := range local {
+			newByKey[k] = jobRef{ci, i}
+		}
+		for i, ref := range myDups {
+			dups[jobRef{ci, i}] = ref
+		}
+	}
+	if err := flush(); err != nil {
+		return err
+	}
+	for d, of := range dups {
+		j := *calls[of.c].results[of.i].Job
+		calls[d.c].results[d.i] = jobs.EnqueueResult{Job: &j, Duplicate: true}
+	}
+	return nil
+}
+
+// newJob is job n, inserted at now with id, as Get will return it.
+func newJob(id int64, n jobs.NewJob, now time.Time) *jobs.Job {
+	stamp := fromNanos(nanos(now))
+	j := &jobs.Job{ID: id, NewJob: n, State: jobs.StateWaiting, CreatedAt: stamp, UpdatedAt: stamp}
+	j.RunAt = stored(n.RunAt)
+	j.Deadline = stored(n.Deadline)
+	return j
+}
+
+// insertRow is one job for insert, with its creation time in Unix ns.
+type insertRow struct {
+	job     *jobs.NewJob
+	created int64
+}
+
+// insert inserts rows in one statement and returns their IDs in that
+// order.
+func (s *Store) insert(ctx context.Context, tx pgx.Tx, queue string, rows []insertRow) ([]int64, error) {
+	m := len(rows)
+	var (
+		created                       = make([]int64, m)
+		kinds, payloads, keys, groups = make([]string, m), make([]string, m), make([]string, m), make([]string, m)
+		prios                         = make([]int16, m)
+		runAts, deadlines, timeouts   = make([]int64, m), make([]int64, m), make([]int64, m)
+		bmins, bmaxs                  = make([]int64, m), make([]int64, m)
+		maxAttempts                   = make([]int32, m)
+		cancelGroup                   = make([]bool, m)
+	)
+	for k, r := range rows {
+		n := r.job
+		created[k] = r.created
+		kinds[k], payloads[k], keys[k], groups[k] = n.Kind, string(n.Payload), n.IdempotencyKey, n.Group
+		prios[k] = int16(n.Priority)
+		runAts[k], deadlines[k], timeouts[k] = nanos(n.RunAt), zeroNanos(n.Deadline), int64(n.AttemptTimeout)
+		bmins[k], bmaxs[k] = int64(n.BackoffMin), int64(n.BackoffMax)
+		maxAttempts[k] = int32(min(n.MaxAttempts, 1<<31-1))
+		cancelGroup[k] = n.CancelGroupOnFailure
+	}
+	res, err := tx.Query(ctx, s.q.insertJobs, queue, created, kinds, payloads, prios, keys, runAts, deadlines,
+		timeouts, maxAttempts, bmins, bmaxs, groups, cancelGroup)
+	if err != nil {
+		return nil, err
+	}
+	ids, err := pgx.CollectRows(res, pgx.RowTo[int64])
+	if err != nil {
+		return nil, err
+	}
+	if len(ids) != m {
+		return nil, fmt.Errorf("inserted %d jobs, want %d", len(ids), m)
+	}
+	// One statement's identity values ascend in insertion order.
+	slices.Sort(ids)
+	return ids, nil
+}
+
+// insertShedding inserts batch[fresh...] one at a time into a queue that
+// is or becomes full under FullShed, shedding a lower-priority waiting job
+// for each one that does not fit. It fails with a *jobs.QueueFullError
+// when a job finds none; the caller's rollback undoes the sheds.
+// It returns the new jobs' IDs and, for each, the job it shed (or 0).
+func (s *Store) insertShedding(ctx context.Context, tx pgx.Tx, nowNS int64, queue string, batch []jobs.NewJob, fresh []int, capacity, waiting int64) (ids, victims []int64, err error) {
+	ids = make([]int64, 0, len(fresh))
+	victims = make([]int64, 0, len(fresh))
+	for _, i := range fresh {
+		n := &batch[i]
+		var victim int64
+		if waiting+1 > capacity {
+			err := tx.QueryRow(ctx, s.q.shedVictim, queue, int16(n.Priority)).Scan(&victim)
+			if errors.Is(err, pgx.ErrNoRows) {
+				now := fromNanos(nowNS)
+				smp, err := s.retrySample(ctx, tx, now, queue)
+				if err != nil {
+					return nil, nil, err
+				}
+				return nil, nil, smp.refusal(queue, capacity, true, waiting+1-capacity)
+			} else if err != nil {
+				return nil, nil, err
+			}
+		}
+		id, err := s.insert(ctx, tx, queue, []insertRow{{job: n, created: nowNS}})
+		if err != nil {
+			return nil, nil, err
+		}
+		ids = append(ids, id[0])
+		waiting++
+		if victim != 0 {
+			reason := fmt.Sprintf("shed for job %d (priority %d) from full queue %q", id[0], n.Priority, queue)
+			if _, err := tx.Exec(ctx, s.q.shed, victim, reason, nowNS); err != nil {
+				return nil, nil, err
+			}
+			waiting--
+		}
+		victims = append(victims, victim)
+	}
+	return ids, victims, nil
+}
+
+// samePayload reports whether two JSON documents are the same, ignoring
+// insignificant white space.
+func samePayload(a, b json.RawMessage) bool {
+	if bytes.Equal(a, b) {
+		return true
+	}
+	var ca, cb bytes.Buffer
+	if json.Compact(&ca, a) != nil || json.Compact(&cb, b) != nil {
+		return false
+	}
+	return bytes.Equal(ca.Bytes(), cb.Bytes())
+}
+
+// retryAfterWindow is how far back retrySample looks for completions,
+// and retryAfterSample how many it looks at, at most.
+const (
+	retryAfterWindow = 10 * time.Second
+	retryAfterSample = 100
+)
+
+// retrySample is a queue's recent completions: how many (up to
+// retryAfterSample) finished in the retryAfterWindow before now, and
+// when the oldest of them finished (Unix ns).
+type retrySample struct {
+	now       time.Time
+	n, oldest int64
+}
+
+func (s *Store) retrySample(ctx context.Context, tx pgx.Tx, now time.Time, queue string) (retrySample, error) {
+	smp := retrySample{now: now}
+	err := tx.QueryRow(ctx, s.q.retryAfter, queue, nanos(now), int64(retryAfterWindow)).Scan(&smp.n, &smp.oldest)
+	return smp, err
+}
+
+// refusal builds a refusal, with a Retry-After
+// estimate: the time the sample's completion rate (over the last 10s, or
+// over its last 100 completions if they were quicker) needs to free need
+// places, between 10ms and 5 minutes; zero when nothing completed in the
+// window.
+func (smp retrySample) refusal(queue string, capacity int64, shed bool, need int64) error {
+	e := &jobs.QueueFullError{Queue: queue, Capacity: int(capacity), Shed: shed}
+	if smp.n > 0 {
+		elapsed := retryAfterWindow
+		if smp.n >= retryAfterSample {
+			elapsed = max(time.Duration(nanos(smp.now)-smp.oldest), time.Nanosecond)
+		}
+		d := time.Duration(float64(max(need, 1)) * float64(elapsed) / float64(smp.n))
+		e.RetryAfter = min(max(d, 10*time.Millisecond), 5*time.Minute)
+	}
+	return e
+}
