@@ -20,9 +20,9 @@ import (
 )
 
 // sluiceQueueSize is the workpool queue bound used by BenchmarkPeers. With
-// the Wait policy a full queue parks the submitter (one channel allocation
-// per wait), so a deeper queue means fewer parked submitters, fewer
-// allocations and fewer wake-ups. 256, 1024 and 4096 were measured on the
+// the Wait policy a full queue parks the submitter (a wake-up per wait;
+// until cd9658f also an allocation), so a deeper queue means fewer parked
+// submitters and fewer wake-ups. 256, 1024 and 4096 were measured on the
 // 2-core machine described in docs/benchmarks.md (workpool a1d2e69): 4096
 // was never worse and was significantly faster on cpu/100u-1kt (-13%) and
 // io1ms/1ku-20t (-12%) than 256, with 28% and 52% fewer allocations there.
