@@ -5,8 +5,8 @@
 // The pieces:
 //
 //   - [Store] keeps jobs and queue configurations: jobs/sqlitestore (the
-//     embedded default) and, later, PostgreSQL. Every store passes the
-//     conformance suite in jobs/storetest.
+//     embedded default) and jobs/pgstore (PostgreSQL, several nodes). Every
+//     store passes the conformance suite in jobs/storetest.
 //   - [Client] enqueues (one job or a batch, atomically), reads, lists and
 //     cancels jobs, reads groups, and configures queues. A full queue
 //     answers with a [*QueueFullError] carrying a Retry-After estimate.
@@ -15,7 +15,9 @@
 //     batched transactions. It is a lifecycle component: Quiesce stops
 //     fetching, Drain lets running jobs finish until its deadline and then
 //     releases them (back to waiting, no attempt used), Stop writes the
-//     last outcomes.
+//     last outcomes. Its maintenance recovers expired leases, expires
+//     jobs past their deadline and deletes finished jobs older than
+//     [WorkerConfig].Retention (7 days by default).
 //   - [Registry] maps job kinds to handlers; [HandleJSON] registers a typed
 //     one.
 //

@@ -207,6 +207,9 @@ const (
 	DefaultConcurrency       = 10
 	DefaultCapacity          = 100_000
 	DefaultIdempotencyWindow = 24 * time.Hour
+	// DefaultRetention is how long a Worker keeps jobs in a terminal state
+	// by default (see WorkerConfig.Retention).
+	DefaultRetention = 7 * 24 * time.Hour
 )
 
 // Normalize fills defaults and checks the fields.

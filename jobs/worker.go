@@ -35,9 +35,19 @@ type WorkerConfig struct {
 	// to MaxPollInterval while the queue stays empty. Zeros mean 10ms and
 	// 500ms.
 	PollInterval, MaxPollInterval time.Duration
-	// MaintenanceInterval: how often lease recovery, deadline expiry and
-	// queue configuration reload run. Zero means 1s.
+	// MaintenanceInterval: how often lease recovery, deadline expiry,
+	// retention and queue configuration reload run. Zero means 1s.
 	MaintenanceInterval time.Duration
+	// Retention is how long jobs in a terminal state stay readable (Get,
+	// List, Group, and binding their idempotency keys) before maintenance
+	// deletes them, in every queue of the store, at most
+	// RetentionBatch×10 per pass. Zero means DefaultRetention; negative
+	// keeps them forever. Keep it longer than the queues'
+	// IdempotencyWindow: a deleted job's key is free again.
+	Retention time.Duration
+	// RetentionBatch bounds the jobs one DeleteFinished call deletes (and
+	// so how long it holds the database). Zero means 1000.
+	RetentionBatch int
 	// CallTimeout bounds each store call. Zero means 5s.
 	CallTimeout time.Duration
 	// FlushDelay lets outcomes accumulate before they are written in one
@@ -102,8 +112,9 @@ type WorkerStats struct {
 	Stale     int                 // outcomes refused by fencing
 	StoreErrs int
 	// Maintenance this worker ran: running jobs whose lease had expired,
-	// and waiting jobs ended expired by their deadline.
-	Recovered, ExpiredWaiting int
+	// waiting jobs ended expired by their deadline, and finished jobs
+	// deleted after their retention.
+	Recovered, ExpiredWaiting, Deleted int
 }
 
 type heldJob struct {
@@ -160,6 +171,12 @@ func NewWorker(store Store, reg *Registry, cfg WorkerConfig) *Worker {
 	}
 	if cfg.CallTimeout <= 0 {
 		cfg.CallTimeout = 5 * time.Second
+	}
+	if cfg.Retention == 0 {
+		cfg.Retention = DefaultRetention
+	}
+	if cfg.RetentionBatch <= 0 {
+		cfg.RetentionBatch = 1000
 	}
 	if cfg.FlushDelay <= 0 {
 		cfg.FlushDelay = 2 * time.Millisecond
@@ -899,6 +916,41 @@ func (w *Worker) maintain(ctx context.Context) {
 		w.mu.Lock()
 		w.stats.ExpiredWaiting += n
 		w.mu.Unlock()
+	}
+	w.deleteFinished(ctx, now)
+}
+
+// retentionRounds bounds the DeleteFinished calls of one maintenance pass,
+// so that a backlog (a first start with retention on an old database) is
+// worked off over several passes instead of holding the database.
+const retentionRounds = 10
+
+// deleteFinished deletes the jobs that finished more than Retention
+// before now, in batches.
+func (w *Worker) deleteFinished(ctx context.Context, now time.Time) {
+	if w.cfg.Retention < 0 {
+		return
+	}
+	before := now.Add(-w.cfg.Retention)
+	total := 0
+	for range retentionRounds {
+		n, err := call(ctx, w.cfg.CallTimeout, func(ctx context.Context) (int, error) {
+			return w.store.DeleteFinished(ctx, before, w.cfg.RetentionBatch)
+		})
+		if err != nil {
+			w.countStoreErr()
+			break
+		}
+		total += n
+		if n < w.cfg.RetentionBatch {
+			break
+		}
+	}
+	if total > 0 {
+		w.mu.Lock()
+		w.stats.Deleted += total
+		w.mu.Unlock()
+		w.log.Debug("jobs: deleted finished jobs past their retention", "count", total, "finished_before", before)
 	}
 }
 

@@ -519,3 +519,65 @@ func TestWithheldWorkDoesNotUseAttempts(t *testing.T) {
 		t.Fatalf("attempt %d after %d calls; want attempt 1 after 4 (3 withheld)", got.Attempt, calls.Load())
 	}
 }
+
+// Maintenance deletes finished jobs once their retention has passed, and
+// leaves unfinished ones; a negative retention keeps everything.
+func TestWorkerRetention(t *testing.T) {
+	for _, keep := range []bool{false, true} {
+		t.Run(map[bool]string{false: "delete", true: "keep"}[keep], func(t *testing.T) {
+			st := openStore(t)
+			c := jobs.NewClient(st, jobs.ClientConfig{})
+			reg := jobs.NewRegistry()
+			reg.Handle("ok", jobs.HandlerFunc(func(context.Context, *jobs.Job) error { return nil }))
+			cfg := fastWorker()
+			cfg.Retention = 100 * time.Millisecond
+			if keep {
+				cfg.Retention = -1
+			}
+			cfg.RetentionBatch = 2 // several rounds per pass
+			var done []*jobs.Job
+			for range 5 {
+				done = append(done, enqueue(t, c, jobs.NewJob{Kind: "ok"}))
+			}
+			w := startWorker(t, st, reg, cfg)
+			for _, j := range done {
+				waitState(t, c, j.ID, jobs.StateSucceeded)
+			}
+			// A job that never runs (no handler for its queue) and the
+			// newest ID: SQLite keeps the job with the highest ID.
+			later := enqueue(t, c, jobs.NewJob{Kind: "ok", Queue: "unworked"})
+
+			deleted := func() int {
+				n := 0
+				for _, j := range done {
+					if _, err := c.Get(context.Background(), j.ID); errors.Is(err, jobs.ErrNotFound) {
+						n++
+					} else if err != nil {
+						t.Fatal(err)
+					}
+				}
+				return n
+			}
+			if keep {
+				// Ten maintenance passes, each of which would have deleted them.
+				time.Sleep(10 * cfg.MaintenanceInterval)
+				if n := deleted(); n != 0 {
+					t.Fatalf("%d finished jobs deleted with a negative retention", n)
+				}
+			} else {
+				for deadline := time.Now().Add(5 * time.Second); deleted() != len(done); {
+					if time.Now().After(deadline) {
+						t.Fatalf("%d of %d finished jobs deleted after 5s with a retention of 100ms", deleted(), len(done))
+					}
+					time.Sleep(10 * time.Millisecond)
+				}
+			}
+			if j, err := c.Get(context.Background(), later.ID); err != nil || j.State != jobs.StateWaiting {
+				t.Errorf("waiting job = %+v, %v; want it kept", j, err)
+			}
+			if got := w.Stats().Deleted; keep && got != 0 || !keep && got != len(done) {
+				t.Errorf("Stats().Deleted = %d", got)
+			}
+		})
+	}
+}

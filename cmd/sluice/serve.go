@@ -38,6 +38,7 @@ type serveConfig struct {
 	DrainDelay      time.Duration
 	MaxBody         int64
 	MaxInFlight     int
+	Retention       time.Duration // 0: keep finished jobs forever
 	AllowPrivate    bool
 	LogLevel        slog.Level
 }
@@ -64,7 +65,7 @@ func parseServe(args []string, env func(string) string, stderr io.Writer) (serve
 		}
 		return fallback
 	}
-	var queues, shutdown, drain, maxBody, inflight, level string
+	var queues, shutdown, drain, maxBody, inflight, level, retention string
 	allowDefault := false
 	var err error
 	if v := env("SLUICE_ALLOW_PRIVATE_TARGETS"); v != "" {
@@ -83,6 +84,7 @@ func parseServe(args []string, env func(string) string, stderr io.Writer) (serve
 	fs.StringVar(&maxBody, "max-body", def("SLUICE_MAX_BODY", "1048576"), "largest request body in bytes (SLUICE_MAX_BODY)")
 	fs.StringVar(&inflight, "max-in-flight", def("SLUICE_MAX_IN_FLIGHT", "256"), "bound on API requests served at once (SLUICE_MAX_IN_FLIGHT)")
 	fs.BoolVar(&c.AllowPrivate, "allow-private-targets", allowDefault, "let http jobs reach loopback, private and link-local addresses (SLUICE_ALLOW_PRIVATE_TARGETS)")
+	fs.StringVar(&retention, "retention", def("SLUICE_RETENTION", jobs.DefaultRetention.String()), "how long finished jobs stay readable before they are deleted; 0 keeps them forever (SLUICE_RETENTION)")
 	fs.StringVar(&level, "log-level", def("SLUICE_LOG_LEVEL", "info"), "debug, info, warn or error (SLUICE_LOG_LEVEL)")
 	if perr := fs.Parse(args); perr != nil {
 		return c, perr
@@ -99,6 +101,7 @@ func parseServe(args []string, env func(string) string, stderr io.Writer) (serve
 	}
 	c.ShutdownTimeout = parseDur("shutdown-timeout", shutdown)
 	c.DrainDelay = parseDur("drain-delay", drain)
+	c.Retention = parseDur("retention", retention)
 	if n, e := strconv.ParseInt(maxBody, 10, 64); e != nil || n <= 0 {
 		err = errors.Join(err, fmt.Errorf("--max-body: %q is not a positive number of bytes", maxBody))
 	} else {
@@ -192,7 +195,11 @@ func buildServer(ctx context.Context, cfg serveConfig, log *slog.Logger) (*lifec
 	targets := httptarget.New(httptarget.Config{AllowPrivate: cfg.AllowPrivate, Logger: log})
 	targets.Register(reg)
 	svc.Add("http-targets", lifecycle.Hook{OnStop: func(context.Context) error { targets.Close(); return nil }})
-	s.worker = jobs.NewWorker(store, reg, jobs.WorkerConfig{Queues: cfg.Queues, Logger: log, OnAttempt: m.onAttempt})
+	retention := cfg.Retention
+	if retention == 0 {
+		retention = -1 // keep forever
+	}
+	s.worker = jobs.NewWorker(store, reg, jobs.WorkerConfig{Queues: cfg.Queues, Retention: retention, Logger: log, OnAttempt: m.onAttempt})
 	svc.Add("worker", s.worker)
 
 	lim := admit.New(admit.Config{MaxInFlight: cfg.MaxInFlight})

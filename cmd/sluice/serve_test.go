@@ -16,18 +16,19 @@ func TestParseServe(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Addr != "127.0.0.1:8080" || c.DB != "sqlite:sluice.db" || c.ShutdownTimeout != 25*time.Second || len(c.Queues) != 1 || c.Queues[0] != "default" || c.LogLevel != slog.LevelInfo {
+	if c.Addr != "127.0.0.1:8080" || c.DB != "sqlite:sluice.db" || c.ShutdownTimeout != 25*time.Second || len(c.Queues) != 1 || c.Queues[0] != "default" || c.LogLevel != slog.LevelInfo || c.Retention != 7*24*time.Hour {
 		t.Fatalf("defaults: %+v", c)
 	}
 
 	env["SLUICE_QUEUES"] = "a, b"
 	env["SLUICE_DRAIN_DELAY"] = "2s"
 	env["SLUICE_ADDR"] = "127.0.0.1:9000"
+	env["SLUICE_RETENTION"] = "0"
 	c, err = parseServe([]string{"--addr", "localhost:9001"}, get, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Addr != "localhost:9001" || c.DrainDelay != 2*time.Second || strings.Join(c.Queues, "|") != "a|b" {
+	if c.Addr != "localhost:9001" || c.DrainDelay != 2*time.Second || strings.Join(c.Queues, "|") != "a|b" || c.Retention != 0 {
 		t.Fatalf("env and flags: %+v", c)
 	}
 
@@ -39,6 +40,7 @@ func TestParseServe(t *testing.T) {
 		{[]string{"--addr", ":8080"}, "without --token"},
 		{[]string{"--shutdown-timeout", "soon"}, "--shutdown-timeout"},
 		{[]string{"--drain-delay", "-1s"}, "--drain-delay"},
+		{[]string{"--retention", "a week"}, "--retention"},
 		{[]string{"--max-body", "0"}, "--max-body"},
 		{[]string{"--max-in-flight", "x"}, "--max-in-flight"},
 		{[]string{"--allow-private-targets=maybe"}, "allow-private-targets"},

@@ -249,6 +249,19 @@ const (
 		finished_at = $1::bigint, updated_at = $1::bigint
 	WHERE j.state = 'waiting' AND j.deadline IS NOT NULL AND j.deadline <= $1::bigint`
 
+	// $1 before, $2 limit. Per queue, the oldest finished jobs first
+	// (jobs_finished), at most $2 in all. The IDs are collected into an
+	// array so that the delete itself is primary-key lookups whatever the
+	// planner thinks of the table's size.
+	sqlDeleteFinished = `DELETE FROM {s}.jobs j WHERE j.id = ANY(ARRAY(
+		SELECT d.id FROM {s}.queues q CROSS JOIN LATERAL (
+			SELECT f.id FROM {s}.jobs f
+			WHERE f.queue = q.name AND f.finished_at IS NOT NULL AND f.finished_at < $1::bigint
+				AND f.state IN ('succeeded', 'failed', 'canceled', 'expired', 'shed')
+			ORDER BY f.finished_at LIMIT $2::int8
+			FOR UPDATE SKIP LOCKED) AS d
+		LIMIT $2::int8))`
+
 	sqlPutQueue = `INSERT INTO {s}.queues (` + queueCols + `)
 	VALUES ($1::text, $2::bigint, $3::bigint, $4::text, $5::bigint, $6::float8, $7::bigint, $8::boolean, $9::bigint)
 	ON CONFLICT (name) DO UPDATE SET concurrency = excluded.concurrency,
@@ -280,7 +293,7 @@ type queries struct {
 	queueEnsure, queueLock, idempotent, insertJobs, shedVictim, shed, retryAfter string
 	fetch, heartbeat, complete, groupCancelWaiting, groupCancelRunning           string
 	cancel, get, recover, expire, putQueue, getQueue, queues, queueStats, group  string
-	lead, resign                                                                 string
+	lead, resign, deleteFinished                                                 string
 }
 
 func newQueries(schema string) queries {
@@ -293,6 +306,7 @@ func newQueries(schema string) queries {
 		cancel: e(sqlCancel), get: e(sqlGet), recover: e(sqlRecover), expire: e(sqlExpire),
 		putQueue: e(sqlPutQueue), getQueue: e(sqlGetQueue), queues: e(sqlQueues),
 		queueStats: e(sqlQueueStats), group: e(sqlGroup), lead: e(sqlLead), resign: e(sqlResign),
+		deleteFinished: e(sqlDeleteFinished),
 	}
 }
 

@@ -316,6 +316,31 @@ func (s *Store) ExpireDue(ctx context.Context, now time.Time) (int, error) {
 	return int(n), nil
 }
 
+// DeleteFinished implements jobs.Store. It walks each queue's finished
+// jobs through the jobs_finished index, oldest first, and skips rows
+// locked by another transaction. Cost: one statement.
+func (s *Store) DeleteFinished(ctx context.Context, before time.Time, limit int) (int, error) {
+	const op = "delete finished"
+	if limit <= 0 {
+		return 0, nil
+	}
+	ctx, cancel, err := s.begin(ctx, op)
+	if err != nil {
+		return 0, err
+	}
+	defer cancel()
+	var n int64
+	err = s.retry(ctx, op, func(ctx context.Context) error {
+		tag, err := s.pool.Exec(ctx, s.q.deleteFinished, nanos(before), int64(limit))
+		n = tag.RowsAffected()
+		return err
+	})
+	if err != nil {
+		return 0, s.wrap(ctx, op, err)
+	}
+	return int(n), nil
+}
+
 // PutQueue implements jobs.Store. It normalizes q again (a no-op for a
 // normalized config) and returns its *jobs.ValidationError.
 func (s *Store) PutQueue(ctx context.Context, q jobs.QueueConfig) error {

@@ -600,6 +600,38 @@ func (s *Store) ExpireDue(ctx context.Context, now time.Time) (int, error) {
 	return int(n), nil
 }
 
+// DeleteFinished implements jobs.Store. It walks each queue's finished
+// jobs through the jobs_finished index, oldest first. It never deletes the
+// job with the highest ID: SQLite gives a new row the highest rowid plus
+// one, so deleting it would hand its ID to the next job. Cost: one
+// statement in one write transaction; limit bounds how long it holds the
+// writer.
+func (s *Store) DeleteFinished(ctx context.Context, before time.Time, limit int) (int, error) {
+	const op = "delete finished"
+	if limit <= 0 {
+		return 0, nil
+	}
+	ctx, cancel, err := s.begin(ctx, op)
+	if err != nil {
+		return 0, err
+	}
+	defer cancel()
+	res, err := s.w.ExecContext(ctx, `DELETE FROM jobs WHERE id IN (
+		SELECT j.id FROM queues q CROSS JOIN jobs j
+		WHERE j.queue = q.name AND j.finished_at IS NOT NULL AND j.finished_at < ?1
+			AND j.state IN ('succeeded', 'failed', 'canceled', 'expired', 'shed')
+			AND j.id < (SELECT max(id) FROM jobs)
+		LIMIT ?2)`, nanos(before), limit)
+	if err != nil {
+		return 0, s.wrap(ctx, op, err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return 0, s.wrap(ctx, op, err)
+	}
+	return int(n), nil
+}
+
 // PutQueue implements jobs.Store. It normalizes q again (a no-op for a
 // normalized config) and returns its *jobs.ValidationError.
 func (s *Store) PutQueue(ctx context.Context, q jobs.QueueConfig) error {

@@ -57,6 +57,7 @@ func Run(t *testing.T, open func(t *testing.T) jobs.Store) {
 		{"Idempotency", idempotencyTests},
 		{"Group", groupTests},
 		{"Cancel", cancelTests},
+		{"DeleteFinished", retentionTests},
 		{"Queues", queueTests},
 		{"Concurrent", concurrentTests},
 		{"Context", contextTests},
