@@ -3,7 +3,9 @@ package jobs
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // State is where a job is in its life. See docs/jobs.md for the diagram.
@@ -95,6 +97,12 @@ type ValidationError struct {
 
 func (e *ValidationError) Error() string { return fmt.Sprintf("jobs: invalid %s: %s", e.Field, e.Msg) }
 
+const notText = "must be UTF-8 without NUL bytes"
+
+// text reports whether s is UTF-8 without NUL bytes, as every store can
+// keep it.
+func text(s string) bool { return utf8.ValidString(s) && !strings.ContainsRune(s, 0) }
+
 // Normalize fills defaults and checks the fields, returning a
 // *ValidationError for the first bad one.
 func (n *NewJob) Normalize(now time.Time) error {
@@ -115,9 +123,19 @@ func (n *NewJob) Normalize(now time.Time) error {
 		return &ValidationError{"idempotency_key", "must be at most 256 bytes"}
 	case len(n.Group) > maxNameLen:
 		return &ValidationError{"group", fmt.Sprintf("must be at most %d bytes", maxNameLen)}
+	case !text(n.Kind):
+		return &ValidationError{"kind", notText}
+	case !text(n.Queue):
+		return &ValidationError{"queue", notText}
+	case !text(n.IdempotencyKey):
+		return &ValidationError{"idempotency_key", notText}
+	case !text(n.Group):
+		return &ValidationError{"group", notText}
 	}
-	if n.Payload != nil && !json.Valid(n.Payload) {
-		return &ValidationError{"payload", "must be valid JSON"}
+	// json.Valid lets invalid UTF-8 through inside strings; the stores
+	// (PostgreSQL's json type) do not.
+	if n.Payload != nil && (!json.Valid(n.Payload) || !utf8.Valid(n.Payload)) {
+		return &ValidationError{"payload", "must be valid JSON in UTF-8"}
 	}
 	if n.Queue == "" {
 		n.Queue = DefaultQueue
@@ -217,6 +235,8 @@ func (q *QueueConfig) Normalize() error {
 	switch {
 	case q.Name == "" || len(q.Name) > maxNameLen:
 		return &ValidationError{"name", fmt.Sprintf("must be 1..%d bytes", maxNameLen)}
+	case !text(q.Name):
+		return &ValidationError{"name", notText}
 	case q.Concurrency < 0:
 		return &ValidationError{"concurrency", "must not be negative"}
 	case q.Capacity < 0:
