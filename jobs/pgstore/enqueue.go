@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -24,17 +25,25 @@ import (
 // check and the idempotency lookup see every job enqueued before.
 //
 // Within one Store, concurrent calls into one queue share transactions
-// (group commit): a call that arrives while a transaction of its queue is
-// in progress waits for it to end and is then written, with every other
-// call that arrived meanwhile (up to 5,000 jobs), by one transaction. Each call keeps its own outcome, exactly as if the calls
-// had run one after another in arrival order: a call refused as full
-// inserts nothing and does not stop the others; a job's idempotency key
-// binds for the calls after it. Only a failure of the transaction itself
-// (the database away, a timeout) fails every call in it. A call whose ctx
-// ends while it waits for its turn withdraws and inserts nothing; one
-// whose ctx ends while its transaction runs waits for that transaction
-// (bounded by Config.Timeout) and reports what it did, so that an error
-// never hides an enqueued job.
+// (group commit): the calls that arrive while a transaction of their
+// queue runs are written together by the next one (up to 5,000 jobs), by
+// a goroutine of the Store. Each call keeps its own outcome, exactly as
+// if the calls had run one after another in arrival order: a call refused
+// as full inserts nothing and does not stop the others; a job's
+// idempotency key binds for the calls after it. Under FullShed a
+// transaction writes at most one call that has to shed (shedding costs
+// round trips per job) and leaves the calls after it to the next one. A
+// failure of the transaction itself (the database away, a timeout) fails
+// every call in it; a call whose data the database refuses fails alone
+// (the others are then written one by one).
+//
+// Each call is bounded by ctx and Config.Timeout from its start,
+// including its wait for its turn. A call that gives up before its
+// transaction began inserts nothing. One that gives up while its
+// transaction runs returns at once; if it was the last call that
+// transaction was still serving, the transaction is canceled and inserts
+// nothing, else its jobs may have been inserted (as when a COMMIT is cut
+// short): enqueue with idempotency keys to retry safely.
 //
 // Under FullShed the job shed is the one that would run last: the lowest
 // priority, then the latest RunAt, then the highest ID (a job locked by a
@@ -55,52 +64,57 @@ func (s *Store) Enqueue(ctx context.Context, now time.Time, queue string, nj []j
 	if len(batch) == 0 {
 		return nil, nil
 	}
-	if s.isClosed() {
-		return nil, fmt.Errorf("pgstore: %s: %w", op, jobs.ErrClosed)
+	ctx, cancel, err := s.begin(ctx, op)
+	if err != nil {
+		return nil, err
 	}
-	if err := ctx.Err(); err != nil {
-		return nil, s.wrap(ctx, op, err)
-	}
+	defer cancel()
 
-	c := &enqCall{ctx: ctx, now: now, batch: batch, lead: make(chan struct{}), done: make(chan struct{})}
+	c := &enqCall{ctx: ctx, now: now, batch: batch, done: make(chan struct{})}
 	s.enqMu.Lock()
 	q := s.enqQueues[queue]
 	if q == nil {
 		q = &enqQueue{}
 		s.enqQueues[queue] = q
 	}
-	q.pending = append(q.pending, c)
-	lead := !q.busy
-	q.busy = true
-	s.enqMu.Unlock()
-	appointed := c.lead
-	if lead {
-		s.enqueueRound(ctx, queue, q) // c is first in it
-		appointed = nil
-	}
-	for {
-		select {
-		case <-c.done:
-			return c.results, c.err
-		case <-appointed:
-			s.enqueueRound(ctx, queue, q) // c is first in it
-			appointed = nil               // closed for good: lead once
-		case <-ctx.Done():
-			s.enqMu.Lock()
-			if !c.taken {
-				// Still waiting for its turn: withdraw, and pass the
-				// lead on if it was just handed to c.
-				q.pending = slices.DeleteFunc(q.pending, func(p *enqCall) bool { return p == c })
-				if c.appointed {
-					s.appointLocked(queue, q)
-				}
-				s.enqMu.Unlock()
-				return nil, s.wrap(ctx, op, ctx.Err())
+	if !q.busy {
+		s.mu.Lock()
+		closed := s.closed
+		if !closed {
+			s.rounds.Add(1)
+		}
+		s.mu.Unlock()
+		if closed {
+			if len(q.pending) == 0 {
+				delete(s.enqQueues, queue)
 			}
 			s.enqMu.Unlock()
-			<-c.done // bounded by the round's timeout
-			return c.results, c.err
+			return nil, fmt.Errorf("pgstore: %s: %w", op, jobs.ErrClosed)
 		}
+		q.busy = true
+		go s.runRounds(queue, q)
+	}
+	q.pending = append(q.pending, c)
+	s.enqMu.Unlock()
+
+	select {
+	case <-c.done:
+		return c.results, c.err
+	case <-ctx.Done():
+	}
+	s.enqMu.Lock()
+	if !c.taken {
+		// Still waiting for its turn: withdraw.
+		q.pending = slices.DeleteFunc(q.pending, func(p *enqCall) bool { return p == c })
+		s.enqMu.Unlock()
+		return nil, s.wrap(ctx, op, ctx.Err())
+	}
+	s.enqMu.Unlock()
+	select {
+	case <-c.done: // finished as ctx ended
+		return c.results, c.err
+	default:
+		return nil, s.wrap(ctx, op, ctx.Err())
 	}
 }
 
@@ -111,7 +125,7 @@ const maxRoundJobs = 5000
 // enqCall is one Enqueue call waiting for, or in, a round: one
 // transaction writing the calls of one queue.
 type enqCall struct {
-	ctx   context.Context
+	ctx   context.Context // the caller's, bounded by Config.Timeout
 	now   time.Time
 	batch []jobs.NewJob
 
@@ -119,102 +133,113 @@ type enqCall struct {
 	results []jobs.EnqueueResult
 	err     error
 
-	lead      chan struct{} // closed when the call is appointed to run the next round
-	done      chan struct{} // closed when results and err are final
-	taken     bool          // guarded by Store.enqMu: in a round, no longer in pending
-	appointed bool          // guarded by Store.enqMu: lead was closed
+	done  chan struct{} // closed when results and err are final
+	taken bool          // guarded by Store.enqMu: in a round, no longer in pending
 }
 
 // enqQueue is the calls of one queue that wait for a round.
 type enqQueue struct {
 	pending []*enqCall // guarded by Store.enqMu; arrival order
-	// busy is set while a round runs or a pending call is appointed to
-	// run the next one; when it is clear, pending is empty. Guarded by
-	// Store.enqMu.
+	// busy is set while a runRounds goroutine serves the queue; when it
+	// is clear, pending is empty. Guarded by Store.enqMu.
 	busy bool
 }
 
-// enqueueRound takes the first pending calls of q (at least one, up to
-// maxRoundJobs jobs), writes them in one transaction, hands the lead to
-// the next pending call if any, and then settles the calls it wrote.
-// ctx is the leading call's: its values reach the transaction; the
-// round is canceled when every call in it has given up, or by
-// Config.Timeout, or by Close.
-func (s *Store) enqueueRound(ctx context.Context, queue string, q *enqQueue) {
-	var calls, gone []*enqCall
-	jobsIn := 0
-	s.enqMu.Lock()
-	for len(q.pending) > 0 {
-		c := q.pending[0]
-		if len(calls) > 0 && jobsIn+len(c.batch) > maxRoundJobs {
-			break
+// runRounds writes q's pending calls, a round (one transaction) at a
+// time, until none is left. One runs per busy queue; Close waits for it.
+func (s *Store) runRounds(queue string, q *enqQueue) {
+	defer s.rounds.Done()
+	for {
+		var calls, gone []*enqCall
+		jobsIn := 0
+		s.enqMu.Lock()
+		for len(q.pending) > 0 {
+			c := q.pending[0]
+			if len(calls) > 0 && jobsIn+len(c.batch) > maxRoundJobs {
+				break
+			}
+			q.pending[0] = nil
+			q.pending = q.pending[1:]
+			c.taken = true
+			if c.ctx.Err() != nil {
+				gone = append(gone, c) // gave up already: not written
+				continue
+			}
+			calls = append(calls, c)
+			jobsIn += len(c.batch)
 		}
-		q.pending[0] = nil
-		q.pending = q.pending[1:]
-		c.taken = true
-		if c.ctx.Err() != nil {
-			gone = append(gone, c) // gave up already: not written
+		if len(calls) == 0 && len(gone) == 0 {
+			q.pending = nil
+			q.busy = false
+			delete(s.enqQueues, queue)
+			s.enqMu.Unlock()
+			return
+		}
+		s.enqMu.Unlock()
+
+		for _, c := range gone {
+			c.err = s.wrap(c.ctx, "enqueue", c.ctx.Err())
+			close(c.done)
+		}
+		if len(calls) == 0 {
 			continue
 		}
-		calls = append(calls, c)
-		jobsIn += len(c.batch)
-	}
-	s.enqMu.Unlock()
-
-	for _, c := range gone {
-		c.err = s.wrap(c.ctx, "enqueue", c.ctx.Err())
-		close(c.done)
-	}
-	if len(calls) > 0 {
 		if s.testRound != nil {
 			s.testRound(queue, len(calls), true)
 		}
-		s.writeRound(ctx, queue, calls)
+		written := s.writeRound(queue, calls)
 		if s.testRound != nil {
-			s.testRound(queue, len(calls), false)
+			s.testRound(queue, written, false)
+		}
+		if later := calls[written:]; len(later) > 0 {
+			// Deferred to the next round, ahead of the calls that came
+			// after them.
+			s.enqMu.Lock()
+			for _, c := range later {
+				c.taken = false
+			}
+			q.pending = append(slices.Clone(later), q.pending...)
+			s.enqMu.Unlock()
+		}
+		for _, c := range calls[:written] {
+			close(c.done)
 		}
 	}
-
-	s.enqMu.Lock()
-	s.appointLocked(queue, q)
-	s.enqMu.Unlock()
-	for _, c := range calls {
-		close(c.done)
-	}
 }
 
-// appointLocked hands the next round to q's first pending call, or marks
-// q idle (and forgets it) when none waits.
-func (s *Store) appointLocked(queue string, q *enqQueue) {
-	if len(q.pending) == 0 {
-		q.pending = nil
-		q.busy = false
-		delete(s.enqQueues, queue)
-		return
+// writeRound writes calls in one transaction and sets the outcome of the
+// first written of them (at least one); the others are for a later
+// round. A call whose data the database refuses fails alone: the calls
+// are then written one transaction each.
+func (s *Store) writeRound(queue string, calls []*enqCall) (written int) {
+	err := s.roundTx(queue, calls, &written)
+	if err == nil {
+		return written
 	}
-	next := q.pending[0]
-	next.appointed = true
-	close(next.lead)
+	if len(calls) > 1 && dataError(err) {
+		for k := range calls {
+			n := 0
+			_ = s.roundTx(queue, calls[k:k+1], &n) // sets the call's outcome
+		}
+	}
+	return len(calls)
 }
 
-// writeRound writes calls in one transaction and sets each call's
-// results or error.
-func (s *Store) writeRound(ctx context.Context, queue string, calls []*enqCall) {
+// roundTx runs one transaction for calls, under a context that Close,
+// Config.Timeout or the end of the last of the calls' contexts cancels
+// (nobody waits for it then). It sets *written and the written calls'
+// outcomes; when the transaction fails it sets every call's error (as
+// its caller sees it) and returns the failure.
+func (s *Store) roundTx(queue string, calls []*enqCall, written *int) error {
 	const op = "enqueue"
-	ctx = context.WithoutCancel(ctx)
-	var cancel context.CancelFunc
+	ctx, cancel := context.WithCancel(s.bg)
 	if s.timeout > 0 {
-		ctx, cancel = context.WithTimeout(ctx, s.timeout)
-	} else {
-		ctx, cancel = context.WithCancel(ctx)
+		ctx, cancel = context.WithTimeout(s.bg, s.timeout)
 	}
 	defer cancel()
-	// Close ends the round, and so does the end of the last of its
-	// calls' contexts: nobody waits for it any more.
-	stops := make([]func() bool, 0, len(calls)+1)
-	stops = append(stops, context.AfterFunc(s.bg, cancel))
 	var left atomic.Int64
 	left.Store(int64(len(calls)))
+	stops := make([]func() bool, 0, len(calls))
 	for _, c := range calls {
 		stops = append(stops, context.AfterFunc(c.ctx, func() {
 			if left.Add(-1) == 0 {
@@ -227,28 +252,40 @@ func (s *Store) writeRound(ctx context.Context, queue string, calls []*enqCall) 
 			stop()
 		}
 	}()
-
 	err := s.inTx(ctx, op, func(ctx context.Context, tx pgx.Tx) error {
-		return s.enqueueTx(ctx, tx, queue, calls)
+		var err error
+		*written, err = s.enqueueTx(ctx, tx, queue, calls)
+		return err
 	})
 	if err != nil {
 		for _, c := range calls {
 			c.results, c.err = nil, s.wrap(ctx, op, err)
-			if c.ctx.Err() != nil {
-				c.err = s.wrap(c.ctx, op, err)
+			if c.ctx.Err() != nil || dataError(err) {
+				c.err = s.wrap(c.ctx, op, err) // its own deadline or cancel, or its data
 			}
 		}
 	}
+	return err
+}
+
+// dataError reports an error about the data of a statement (SQLSTATE
+// classes 22 and 23: a value the database cannot store): the calls that
+// did not bring it should not fail with it.
+func dataError(err error) bool {
+	code := sqlState(err)
+	return strings.HasPrefix(code, "22") || strings.HasPrefix(code, "23")
 }
 
 // jobRef names job i of call c of a round.
 type jobRef struct{ c, i int }
 
 // enqueueTx writes calls into queue within tx, as if each call ran alone
-// in turn, and sets each call's results or refusal. It returns only the
-// errors that abort the transaction; it may run again (a retry), so it
-// sets every call's outcome afresh.
-func (s *Store) enqueueTx(ctx context.Context, tx pgx.Tx, queue string, calls []*enqCall) error {
+// in turn, and sets each call's results or refusal. Under FullShed it
+// stops before the second call that has to shed and returns how many
+// calls it wrote (the rest are for a later transaction). It returns only
+// the errors that abort the transaction; it may run again (a retry), so
+// it sets every call's outcome afresh.
+func (s *Store) enqueueTx(ctx context.Context, tx pgx.Tx, queue string, calls []*enqCall) (written int, err error) {
 	var (
 		keys    []string
 		hasKeys = map[string]bool{}
@@ -268,7 +305,7 @@ func (s *Store) enqueueTx(ctx context.Context, tx pgx.Tx, queue string, calls []
 	// that held it before is seen).
 	defaults := jobs.QueueConfig{Name: queue}
 	if err := defaults.Normalize(); err != nil {
-		return err
+		return 0, err
 	}
 	var (
 		capacity, waiting, window int64
@@ -290,7 +327,7 @@ func (s *Store) enqueueTx(ctx context.Context, tx pgx.Tx, queue string, calls []
 		})
 	}
 	if err := tx.SendBatch(ctx, b).Close(); err != nil {
-		return err
+		return 0, err
 	}
 
 	var (
@@ -351,7 +388,7 @@ func (s *Store) enqueueTx(ctx context.Context, tx pgx.Tx, queue string, calls []
 			ref, isNew := jobRef{ci, 0}, false
 			if li, ok := local[k]; ok {
 				ref, isNew, of = jobRef{ci, li}, true, &c.batch[li]
-			} else if r, ok := newByKey[k]; ok {
+			} else if r, ok := newByKey[k]; ok && nanos(calls[r.c].now) > nowNS-window {
 				ref, isNew, of = r, true, &calls[r.c].batch[r.i]
 			}
 			switch {
@@ -366,7 +403,8 @@ func (s *Store) enqueueTx(ctx context.Context, tx pgx.Tx, queue string, calls []
 				if old.Kind != n.Kind || !samePayload(old.Payload, n.Payload) {
 					c.results[i].Err = jobs.ErrIdempotencyConflict
 				} else {
-					c.results[i] = jobs.EnqueueResult{Job: old, Duplicate: true}
+					dup := *old // each caller gets its own copy
+					c.results[i] = jobs.EnqueueResult{Job: &dup, Duplicate: true}
 				}
 			default:
 				local[k] = i
@@ -383,33 +421,45 @@ func (s *Store) enqueueTx(ctx context.Context, tx pgx.Tx, queue string, calls []
 			waiting += int64(len(fresh))
 		case jobs.FullPolicy(policy) != jobs.FullShed:
 			if err := refuse(c, false, waiting+int64(len(fresh))-capacity); err != nil {
-				return err
+				return 0, err
 			}
 			refused = true
+		case ci > 0:
+			// Shedding costs round trips per job: only the first call of
+			// a transaction may, so that one transaction's cost stays that
+			// of one call. c and the calls after it wait for the next.
+			for _, later := range calls[ci:] {
+				later.results, later.err = nil, nil
+			}
+			if err := flush(); err != nil {
+				return 0, err
+			}
+			s.fillDups(calls, dups)
+			return ci, nil
 		default:
 			// Shedding sees the jobs of the calls before c as waiting:
 			// insert them first. A refusal rolls back c's sheds alone.
 			if err := flush(); err != nil {
-				return err
+				return 0, err
 			}
 			sp, err := tx.Begin(ctx)
 			if err != nil {
-				return err
+				return 0, err
 			}
 			ids, victims, err := s.insertShedding(ctx, sp, nowNS, queue, c.batch, fresh, capacity, waiting)
 			var qf *jobs.QueueFullError
 			switch {
 			case errors.As(err, &qf):
 				if err := sp.Rollback(ctx); err != nil {
-					return err
+					return 0, err
 				}
 				c.results, c.err = nil, qf
 				refused = true
 			case err != nil:
-				return err
+				return 0, err
 			default:
 				if err := sp.Commit(ctx); err != nil {
-					return err
+					return 0, err
 				}
 				for k, i := range fresh {
 					c.results[i].Job = newJob(ids[k], c.batch[i], c.now)
@@ -432,13 +482,19 @@ func (s *Store) enqueueTx(ctx context.Context, tx pgx.Tx, queue string, calls []
 		}
 	}
 	if err := flush(); err != nil {
-		return err
+		return 0, err
 	}
+	s.fillDups(calls, dups)
+	return len(calls), nil
+}
+
+// fillDups sets the results of duplicates of jobs new in this round: a
+// copy of the job each duplicates.
+func (s *Store) fillDups(calls []*enqCall, dups map[jobRef]jobRef) {
 	for d, of := range dups {
 		j := *calls[of.c].results[of.i].Job
 		calls[d.c].results[d.i] = jobs.EnqueueResult{Job: &j, Duplicate: true}
 	}
-	return nil
 }
 
 // newJob is job n, inserted at now with id, as Get will return it.

@@ -3,6 +3,8 @@ package pgstore
 import (
 	"context"
 	"errors"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -198,8 +200,9 @@ func TestEnqueueGroupCommit(t *testing.T) {
 	}
 }
 
-// A call whose ctx ends while its shared transaction runs waits for it
-// and reports what it did; the last call to give up cancels it.
+// A call whose ctx ends while its shared transaction runs returns at
+// once; the transaction goes on for the calls still waiting for it, and
+// the last one to give up cancels it.
 func TestEnqueueGiveUpInRound(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -216,33 +219,167 @@ func TestEnqueueGiveUpInRound(t *testing.T) {
 	b := goEnqueue(ctx, t, s, "g", jobs.NewJob{Kind: "b"})
 	waitEnqState(t, s, "g", 2, true)
 
-	// The leader is alone in its round: giving up cancels it at once.
+	// The leader is alone in its transaction: giving up cancels it.
 	cancelLead()
 	if o := <-lead; !errors.Is(o.err, context.Canceled) {
-		t.Fatalf("leader that gave up: %v, want context.Canceled", o.err)
+		t.Fatalf("first call that gave up: %v, want context.Canceled", o.err)
 	}
-	waitEnqState(t, s, "g", 0, true) // a and b's round waits for the lock
+	waitEnqState(t, s, "g", 0, true) // a and b's transaction waits for the lock
 
-	// a gives up, but b still needs the round: a waits for it.
+	// a gives up while b still needs the transaction: a returns at once.
 	cancelA()
-	select {
-	case o := <-a:
-		t.Fatalf("a returned %v, %v while its round still ran for b", o.res, o.err)
-	case <-time.After(50 * time.Millisecond):
+	if o := <-a; !errors.Is(o.err, context.Canceled) || o.res != nil {
+		t.Fatalf("a = %v, %v; want context.Canceled at once", o.res, o.err)
 	}
 	release()
-	oa, ob := <-a, <-b
-	if oa.err != nil || ob.err != nil {
-		t.Fatalf("a = %v, b = %v; want both enqueued", oa.err, ob.err)
+	ob := <-b
+	if ob.err != nil {
+		t.Fatalf("b = %v", ob.err)
 	}
-	for _, o := range []enqOut{oa, ob} {
-		if j, err := s.Get(ctx, o.res[0].Job.ID); err != nil || j.State != jobs.StateWaiting {
-			t.Errorf("Get(%d) = %+v, %v", o.res[0].Job.ID, j, err)
+	// The leader's job was never written; a's was (the documented
+	// ambiguity of a call cut short while its transaction ran).
+	all, err := s.List(ctx, jobs.ListFilter{Queue: "g"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kinds []string
+	for _, j := range all {
+		kinds = append(kinds, j.Kind)
+	}
+	if strings.Join(kinds, ",") != "pre,a,b" {
+		t.Errorf("queue holds %v, want pre, a, b", kinds)
+	}
+}
+
+// Waiting for its turn counts against a call's Config.Timeout: a call
+// queued behind a transaction stuck on a lock fails at its own timeout.
+func TestEnqueueTurnBoundedByTimeout(t *testing.T) {
+	t.Parallel()
+	const timeout = 300 * time.Millisecond
+	s := open(t, Config{Timeout: timeout})
+	mustEnqueue(t, s, t0, "g", jobs.NewJob{Kind: "pre"})
+	release := lockQueue(t, s, "g")
+	defer release()
+	start := time.Now()
+	lead := goEnqueue(context.Background(), t, s, "g", jobs.NewJob{Kind: "lead"})
+	waitEnqState(t, s, "g", 0, true)
+	next := goEnqueue(context.Background(), t, s, "g", jobs.NewJob{Kind: "next"})
+	for _, ch := range []<-chan enqOut{lead, next} {
+		o := <-ch
+		if !errors.Is(o.err, jobs.ErrUnavailable) {
+			t.Errorf("call behind a locked queue: %v, want ErrUnavailable", o.err)
 		}
 	}
+	if d := time.Since(start); d > timeout+timeout/2 {
+		t.Errorf("both calls returned after %v, want about their timeout %v", d, timeout)
+	}
+}
+
+// Under FullShed a transaction writes at most one call that sheds; the
+// calls after it wait for the next, in order, and each still sheds.
+func TestEnqueueShedOnePerRound(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := open(t, Config{})
+	if err := s.PutQueue(ctx, jobs.QueueConfig{Name: "g", Capacity: 3, Policy: jobs.FullShed}); err != nil {
+		t.Fatal(err)
+	}
+	low := mustEnqueue(t, s, t0, "g", jobs.NewJob{Kind: "low"}, jobs.NewJob{Kind: "low"}, jobs.NewJob{Kind: "low"})
+	var (
+		mu      sync.Mutex
+		written []int // calls written by each transaction of the queue
+	)
+	s.testRound = func(queue string, n int, start bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		if !start {
+			written = append(written, n)
+		}
+	}
+
+	release := lockQueue(t, s, "g")
+	lead := goEnqueue(ctx, t, s, "g", jobs.NewJob{Kind: "lead", Priority: 5})
+	waitEnqState(t, s, "g", 0, true)
+	var outs []<-chan enqOut
+	for range 3 {
+		p, _ := enqState(s, "g")
+		outs = append(outs, goEnqueue(ctx, t, s, "g", jobs.NewJob{Kind: "high", Priority: 5}))
+		waitEnqState(t, s, "g", p+1, true)
+	}
+	release()
+	if o := <-lead; o.err != nil || o.res[0].Shed != low[2].ID {
+		t.Fatalf("leader = %+v, %v; want it to shed job %d", o.res, o.err, low[2].ID)
+	}
+	var ids []int64
+	for k, ch := range outs {
+		o := <-ch
+		if k < 2 {
+			if o.err != nil || o.res[0].Shed == 0 {
+				t.Fatalf("call %d = %+v, %v; want inserted, shedding a low job", k, o.res, o.err)
+			}
+			ids = append(ids, o.res[0].Job.ID)
+			continue
+		}
+		// Nothing lower is left: refused, as it would be alone.
+		var qf *jobs.QueueFullError
+		if !errors.As(o.err, &qf) || !qf.Shed {
+			t.Fatalf("call %d = %+v, %v; want a *QueueFullError with Shed", k, o.res, o.err)
+		}
+	}
+	if ids[0] >= ids[1] {
+		t.Errorf("IDs %v do not follow the calls' order", ids)
+	}
+	// The leader's, then one per call that had to shed (the third is
+	// refused, still on the shed path).
+	mu.Lock()
+	defer mu.Unlock()
+	if want := []int{1, 1, 1, 1}; !slices.Equal(written, want) {
+		t.Errorf("calls written per transaction = %v, want %v", written, want)
+	}
+}
+
+// A call whose data the database refuses fails alone; the calls that
+// shared its transaction are written.
+func TestEnqueueBadDataFailsAlone(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := open(t, Config{})
+	mustEnqueue(t, s, t0, "g", jobs.NewJob{Kind: "pre"})
+	// Stands for any value the server refuses (SQLSTATE class 22).
+	if _, err := s.pool.Exec(ctx, expand(`
+		CREATE FUNCTION {s}.poison() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN
+			IF NEW.kind = 'poison' THEN
+				RAISE EXCEPTION 'poisoned' USING ERRCODE = '22023';
+			END IF;
+			RETURN NEW;
+		END $$;
+		CREATE TRIGGER poison BEFORE INSERT ON {s}.jobs FOR EACH ROW EXECUTE FUNCTION {s}.poison()`, s.schema)); err != nil {
+		t.Fatal(err)
+	}
+	release := lockQueue(t, s, "g")
+	lead := goEnqueue(ctx, t, s, "g", jobs.NewJob{Kind: "lead"})
+	waitEnqState(t, s, "g", 0, true)
+	var outs []<-chan enqOut
+	for _, kind := range []string{"good", "poison", "good2"} {
+		p, _ := enqState(s, "g")
+		outs = append(outs, goEnqueue(ctx, t, s, "g", jobs.NewJob{Kind: kind}))
+		waitEnqState(t, s, "g", p+1, true)
+	}
+	release()
+	if o := <-lead; o.err != nil {
+		t.Fatal(o.err)
+	}
+	good, poison, good2 := <-outs[0], <-outs[1], <-outs[2]
+	if good.err != nil || good2.err != nil {
+		t.Errorf("good calls beside a bad one: %v, %v; want both written", good.err, good2.err)
+	}
+	if poison.err == nil || errors.Is(poison.err, jobs.ErrUnavailable) {
+		t.Errorf("bad call: %v, want the database's refusal", poison.err)
+	}
 	all, err := s.List(ctx, jobs.ListFilter{Queue: "g"})
-	if err != nil || len(all) != 3 {
-		t.Errorf("queue holds %d jobs (%v), want pre, a and b", len(all), err)
+	if err != nil || len(all) != 4 {
+		t.Errorf("queue holds %d jobs (%v), want pre, lead, good, good2", len(all), err)
 	}
 }
 

@@ -171,8 +171,9 @@ type Store struct {
 	enqMu     sync.Mutex
 	enqQueues map[string]*enqQueue // guarded by enqMu
 	// testRound, when set (by tests, before use), is called as a round
-	// of n calls starts and as it ends.
+	// of n calls starts and as it ends (with the calls it wrote).
 	testRound func(queue string, n int, start bool)
+	rounds    sync.WaitGroup // runRounds goroutines; Add under mu while !closed
 
 	mu        sync.Mutex
 	closed    bool           // guarded by mu
@@ -270,9 +271,10 @@ func Open(ctx context.Context, url string, cfg Config) (*Store, error) {
 // channelName is the NOTIFY channel of schema.
 func channelName(schema string) string { return schema + "_events" }
 
-// Close stops the Listen goroutines (and waits for them), then closes the
-// pool after the calls in progress have returned. It is idempotent and
-// safe for concurrent use; later calls fail with jobs.ErrClosed.
+// Close stops the Listen goroutines and the Enqueue transactions in
+// progress (and waits for them), then closes the pool after the calls in
+// progress have returned. It is idempotent and safe for concurrent use;
+// later calls fail with jobs.ErrClosed.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		s.mu.Lock()
@@ -280,6 +282,7 @@ func (s *Store) Close() error {
 		s.mu.Unlock()
 		s.stopBG()
 		s.listeners.Wait()
+		s.rounds.Wait()
 		s.pool.Close()
 	})
 	return nil
