@@ -39,11 +39,11 @@ type WorkerConfig struct {
 	// retention and queue configuration reload run. Zero means 1s.
 	MaintenanceInterval time.Duration
 	// Retention is how long jobs in a terminal state stay readable (Get,
-	// List, Group, and binding their idempotency keys) before maintenance
-	// deletes them, in every queue of the store, at most
-	// RetentionBatch×10 per pass. Zero means DefaultRetention; negative
-	// keeps them forever. Keep it longer than the queues'
-	// IdempotencyWindow: a deleted job's key is free again.
+	// List, Group) before maintenance deletes them, in every queue of the
+	// store, at most RetentionBatch×10 per pass and for at most one
+	// MaintenanceInterval. A job whose idempotency key is still bound
+	// (its queue's IdempotencyWindow) is kept until the binding ends.
+	// Zero means DefaultRetention; negative keeps them forever.
 	Retention time.Duration
 	// RetentionBatch bounds the jobs one DeleteFinished call deletes (and
 	// so how long it holds the database). Zero means 1000.
@@ -926,23 +926,25 @@ func (w *Worker) maintain(ctx context.Context) {
 const retentionRounds = 10
 
 // deleteFinished deletes the jobs that finished more than Retention
-// before now, in batches.
+// before now, in batches, for at most one MaintenanceInterval (so that a
+// pass stays well inside a maintenance leadership term).
 func (w *Worker) deleteFinished(ctx context.Context, now time.Time) {
 	if w.cfg.Retention < 0 {
 		return
 	}
 	before := now.Add(-w.cfg.Retention)
 	total := 0
+	start := time.Now()
 	for range retentionRounds {
 		n, err := call(ctx, w.cfg.CallTimeout, func(ctx context.Context) (int, error) {
-			return w.store.DeleteFinished(ctx, before, w.cfg.RetentionBatch)
+			return w.store.DeleteFinished(ctx, now, before, w.cfg.RetentionBatch)
 		})
 		if err != nil {
 			w.countStoreErr()
 			break
 		}
 		total += n
-		if n < w.cfg.RetentionBatch {
+		if n < w.cfg.RetentionBatch || time.Since(start) > w.cfg.MaintenanceInterval {
 			break
 		}
 	}

@@ -1058,7 +1058,7 @@ func TestPlans(t *testing.T) {
 		{"group cancel", s.q.groupCancelWaiting, "jobs_group", []any{"g1", "r", int64(1)}, false},
 		{"recover", s.q.recover, "jobs_running", []any{int64(1)}, false},
 		{"expire", s.q.expire, "jobs_deadline", []any{int64(1)}, false},
-		{"delete finished", s.q.deleteFinished, "jobs_finished", []any{int64(1), int64(1000)}, false},
+		{"delete finished", s.q.deleteFinished, "jobs_finished", []any{int64(1), int64(1000), int64(1)}, false},
 	} {
 		rows, err := s.pool.Query(ctx, `EXPLAIN `+c.sql, c.args...)
 		if err != nil {

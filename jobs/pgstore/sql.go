@@ -249,7 +249,7 @@ const (
 		finished_at = $1::bigint, updated_at = $1::bigint
 	WHERE j.state = 'waiting' AND j.deadline IS NOT NULL AND j.deadline <= $1::bigint`
 
-	// $1 before, $2 limit. Per queue, the oldest finished jobs first
+	// $1 before, $2 limit, $3 now. Per queue, the oldest finished jobs first
 	// (jobs_finished), at most $2 in all. The IDs are collected into an
 	// array so that the delete itself is primary-key lookups whatever the
 	// planner thinks of the table's size.
@@ -258,6 +258,7 @@ const (
 			SELECT f.id FROM {s}.jobs f
 			WHERE f.queue = q.name AND f.finished_at IS NOT NULL AND f.finished_at < $1::bigint
 				AND f.state IN ('succeeded', 'failed', 'canceled', 'expired', 'shed')
+				AND (f.idempotency_key IS NULL OR f.created_at <= $3::bigint - q.idempotency_window)
 			ORDER BY f.finished_at LIMIT $2::int8
 			FOR UPDATE SKIP LOCKED) AS d
 		LIMIT $2::int8))`

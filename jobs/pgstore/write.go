@@ -319,7 +319,7 @@ func (s *Store) ExpireDue(ctx context.Context, now time.Time) (int, error) {
 // DeleteFinished implements jobs.Store. It walks each queue's finished
 // jobs through the jobs_finished index, oldest first, and skips rows
 // locked by another transaction. Cost: one statement.
-func (s *Store) DeleteFinished(ctx context.Context, before time.Time, limit int) (int, error) {
+func (s *Store) DeleteFinished(ctx context.Context, now, before time.Time, limit int) (int, error) {
 	const op = "delete finished"
 	if limit <= 0 {
 		return 0, nil
@@ -331,7 +331,7 @@ func (s *Store) DeleteFinished(ctx context.Context, before time.Time, limit int)
 	defer cancel()
 	var n int64
 	err = s.retry(ctx, op, func(ctx context.Context) error {
-		tag, err := s.pool.Exec(ctx, s.q.deleteFinished, nanos(before), int64(limit))
+		tag, err := s.pool.Exec(ctx, s.q.deleteFinished, nanos(before), int64(limit), nanos(now))
 		n = tag.RowsAffected()
 		return err
 	})

@@ -606,7 +606,7 @@ func (s *Store) ExpireDue(ctx context.Context, now time.Time) (int, error) {
 // one, so deleting it would hand its ID to the next job. Cost: one
 // statement in one write transaction; limit bounds how long it holds the
 // writer.
-func (s *Store) DeleteFinished(ctx context.Context, before time.Time, limit int) (int, error) {
+func (s *Store) DeleteFinished(ctx context.Context, now, before time.Time, limit int) (int, error) {
 	const op = "delete finished"
 	if limit <= 0 {
 		return 0, nil
@@ -620,8 +620,9 @@ func (s *Store) DeleteFinished(ctx context.Context, before time.Time, limit int)
 		SELECT j.id FROM queues q CROSS JOIN jobs j
 		WHERE j.queue = q.name AND j.finished_at IS NOT NULL AND j.finished_at < ?1
 			AND j.state IN ('succeeded', 'failed', 'canceled', 'expired', 'shed')
+			AND (j.idempotency_key IS NULL OR j.created_at <= ?3 - q.idempotency_window)
 			AND j.id < (SELECT max(id) FROM jobs)
-		LIMIT ?2)`, nanos(before), limit)
+		LIMIT ?2)`, nanos(before), limit, nanos(now))
 	if err != nil {
 		return 0, s.wrap(ctx, op, err)
 	}

@@ -180,7 +180,7 @@ func (h *h) eachCall(ctx context.Context, id int64, check func(name string, err 
 		{"Cancel", func() error { _, err := h.s.Cancel(ctx, T0, id, "x"); return err }},
 		{"RecoverLeases", func() error { _, err := h.s.RecoverLeases(ctx, T0); return err }},
 		{"ExpireDue", func() error { _, err := h.s.ExpireDue(ctx, T0); return err }},
-		{"DeleteFinished", func() error { _, err := h.s.DeleteFinished(ctx, T0, 10); return err }},
+		{"DeleteFinished", func() error { _, err := h.s.DeleteFinished(ctx, T0, T0, 10); return err }},
 		{"Get", func() error { _, err := h.s.Get(ctx, id); return err }},
 		{"List", func() error { _, err := h.s.List(ctx, jobs.ListFilter{}); return err }},
 		{"Group", func() error { _, err := h.s.Group(ctx, "g"); return err }},

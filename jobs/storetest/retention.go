@@ -7,10 +7,11 @@ import (
 	"github.com/sluicehq/sluice/jobs"
 )
 
-// deleteFinished calls DeleteFinished and fails the test on an error.
+// deleteFinished calls DeleteFinished at now = before and fails the test
+// on an error.
 func (h *h) deleteFinished(before time.Time, limit int) int {
 	h.t.Helper()
-	n, err := h.s.DeleteFinished(h.ctx, before, limit)
+	n, err := h.s.DeleteFinished(h.ctx, before, before, limit)
 	if err != nil {
 		h.t.Fatalf("DeleteFinished(before %v, limit %d): %v", before, limit, err)
 	}
@@ -105,18 +106,26 @@ var retentionTests = []subtest{
 			h.t.Errorf("new job after DeleteFinished got ID %d, not above %d", next.ID, js[2].ID)
 		}
 	}},
-	{"FreesIdempotencyKey", func(h *h) {
+	{"FreesIdempotencyKeyAfterItsWindow", func(h *h) {
+		h.putQueue(jobs.QueueConfig{Name: "q", IdempotencyWindow: time.Hour})
 		n := job("q")
 		n.IdempotencyKey = "k"
 		first := h.enqueue(T0, "q", n)[0]
 		j := h.fetch1(T0, "q", "w", time.Hour)
 		h.completeOK(T0, "w", ok(j, jobs.Succeeded))
 		h.enqueue1(T0, job("later"))
-		if n := h.deleteFinished(at(time.Minute), 10); n != 1 {
-			h.t.Fatalf("DeleteFinished = %d, want 1", n)
+		// Past its retention but its key is bound until T0+1h: kept.
+		if n, err := h.s.DeleteFinished(h.ctx, at(30*time.Minute), at(time.Minute), 10); err != nil || n != 0 {
+			h.t.Fatalf("DeleteFinished while the key is bound = %d, %v; want 0", n, err)
 		}
-		// Within the key's window, but its job is gone: a new job.
-		again := h.enqueue(at(2*time.Minute), "q", n)[0]
+		if res, err := h.tryEnqueue(at(31*time.Minute), "q", n); err != nil || !res[0].Duplicate || res[0].Job.ID != first.ID {
+			h.t.Errorf("key still bound: enqueue again = %+v, %v; want a duplicate of job %d", res, err, first.ID)
+		}
+		if n, err := h.s.DeleteFinished(h.ctx, at(time.Hour), at(time.Minute), 10); err != nil || n != 1 {
+			h.t.Fatalf("DeleteFinished after the key's window = %d, %v; want 1", n, err)
+		}
+		// The key is free: a new job.
+		again := h.enqueue(at(61*time.Minute), "q", n)[0]
 		if again.ID == first.ID {
 			h.t.Errorf("key bound to a deleted job: got job %d again", first.ID)
 		}
