@@ -103,6 +103,18 @@ const notText = "must be UTF-8 without NUL bytes"
 // keep it.
 func text(s string) bool { return utf8.ValidString(s) && !strings.ContainsRune(s, 0) }
 
+// CleanText returns s as every store can keep it: NUL bytes dropped,
+// invalid UTF-8 replaced by U+FFFD. Stores apply it to the free text they
+// are given (outcome errors and reasons, cancel reasons), which comes
+// from handlers' errors and API callers rather than from validated
+// fields.
+func CleanText(s string) string {
+	if text(s) {
+		return s
+	}
+	return strings.ToValidUTF8(strings.ReplaceAll(s, "\x00", ""), "\uFFFD")
+}
+
 // Normalize fills defaults and checks the fields, returning a
 // *ValidationError for the first bad one.
 func (n *NewJob) Normalize(now time.Time) error {

@@ -170,7 +170,7 @@ func (s *Store) Complete(ctx context.Context, now time.Time, owner string, outco
 				if runAt.IsZero() {
 					runAt = now
 				}
-				runAts[k], errs[k], reasons[k] = nanos(runAt), o.Error, o.Reason
+				runAts[k], errs[k], reasons[k] = nanos(runAt), jobs.CleanText(o.Error), jobs.CleanText(o.Reason)
 				if o.Kind == jobs.Released && o.RunAt.IsZero() {
 					runAts[k] = 0 // keep the job's place in line
 				}
@@ -235,7 +235,7 @@ func (s *Store) Cancel(ctx context.Context, now time.Time, id int64, reason stri
 	// In a transaction, as Fetch: a caller that gave up never cancels.
 	err = s.inTx(ctx, op, func(ctx context.Context, tx pgx.Tx) error {
 		var err error
-		j, err = scanJob(tx.QueryRow(ctx, s.q.cancel, id, nanos(now), reason))
+		j, err = scanJob(tx.QueryRow(ctx, s.q.cancel, id, nanos(now), jobs.CleanText(reason)))
 		if errors.Is(err, pgx.ErrNoRows) {
 			// Terminal, or unknown: read it as it is now.
 			j, err = scanJob(tx.QueryRow(ctx, s.q.get, id))

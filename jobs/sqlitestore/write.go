@@ -335,15 +335,15 @@ func (s *Store) Complete(ctx context.Context, now time.Time, owner string, outco
 			args := []any{o.ID, o.Attempt.Attempt, owner, nowNS}
 			switch o.Kind {
 			case jobs.Failed:
-				args = append(args, o.Error, o.Reason)
+				args = append(args, jobs.CleanText(o.Error), jobs.CleanText(o.Reason))
 			case jobs.Canceled, jobs.Expired:
-				args = append(args, o.Reason)
+				args = append(args, jobs.CleanText(o.Reason))
 			case jobs.Retry:
 				runAt := o.RunAt
 				if runAt.IsZero() {
 					runAt = now
 				}
-				args = append(args, o.Error, nanos(runAt))
+				args = append(args, jobs.CleanText(o.Error), nanos(runAt))
 			case jobs.Released:
 				var runAt any // NULL: keep its place in line
 				if !o.RunAt.IsZero() {
@@ -497,7 +497,7 @@ func (s *Store) Cancel(ctx context.Context, now time.Time, id int64, reason stri
 			cancel_requested = CASE WHEN state = 'running' THEN 1 ELSE cancel_requested END,
 			updated_at = ?2
 			WHERE id = ?1 AND state IN ('waiting', 'running')
-			RETURNING `+jobCols, id, nanos(now), reason))
+			RETURNING `+jobCols, id, nanos(now), jobs.CleanText(reason)))
 		if errors.Is(err, sql.ErrNoRows) {
 			j, err = scanJob(tx.QueryRowContext(ctx, `SELECT `+jobCols+` FROM jobs WHERE id = ?1`, id))
 			if errors.Is(err, sql.ErrNoRows) {
@@ -618,9 +618,9 @@ func (s *Store) DeleteFinished(ctx context.Context, now, before time.Time, limit
 	defer cancel()
 	res, err := s.w.ExecContext(ctx, `DELETE FROM jobs WHERE id IN (
 		SELECT j.id FROM queues q CROSS JOIN jobs j
-		WHERE j.queue = q.name AND j.finished_at IS NOT NULL AND j.finished_at < ?1
+		WHERE j.queue = q.name AND j.finished_at IS NOT NULL
+			AND j.finished_at < min(?1, ?3 - q.idempotency_window)
 			AND j.state IN ('succeeded', 'failed', 'canceled', 'expired', 'shed')
-			AND (j.idempotency_key IS NULL OR j.created_at <= ?3 - q.idempotency_window)
 			AND j.id < (SELECT max(id) FROM jobs)
 		LIMIT ?2)`, nanos(before), limit, nanos(now))
 	if err != nil {

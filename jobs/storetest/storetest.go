@@ -58,6 +58,7 @@ func Run(t *testing.T, open func(t *testing.T) jobs.Store) {
 		{"Group", groupTests},
 		{"Cancel", cancelTests},
 		{"DeleteFinished", retentionTests},
+		{"Text", textTests},
 		{"Queues", queueTests},
 		{"Concurrent", concurrentTests},
 		{"Context", contextTests},
