@@ -38,8 +38,8 @@ import (
 // (the others are then written one by one).
 //
 // Each call is bounded by ctx and Config.Timeout from its start,
-// including its wait for its turn. A call that gives up before its
-// transaction began inserts nothing. One that gives up while its
+// including its wait for its turn. A call that gives up before a round
+// took it inserts nothing. One that gives up while its
 // transaction runs returns at once; if it was the last call that
 // transaction was still serving, the transaction is canceled and inserts
 // nothing, else its jobs may have been inserted (as when a COMMIT is cut
@@ -232,11 +232,16 @@ func (s *Store) writeRound(queue string, calls []*enqCall) (written int) {
 // its caller sees it) and returns the failure.
 func (s *Store) roundTx(queue string, calls []*enqCall, written *int) error {
 	const op = "enqueue"
-	ctx, cancel := context.WithCancel(s.bg)
+	var (
+		ctx    context.Context
+		cancel context.CancelFunc
+	)
 	if s.timeout > 0 {
 		ctx, cancel = context.WithTimeout(s.bg, s.timeout)
+	} else {
+		ctx, cancel = context.WithCancel(s.bg)
 	}
-	defer cancel()
+	defer cancel() // also unlinks ctx from s.bg
 	var left atomic.Int64
 	left.Store(int64(len(calls)))
 	stops := make([]func() bool, 0, len(calls))
