@@ -80,9 +80,9 @@ type Store interface {
 	// DeleteFinished deletes up to limit jobs that reached a terminal
 	// state before before (FinishedAt < before), and returns how many it
 	// deleted; a caller repeats it until it deletes fewer than limit.
-	// Waiting and running jobs are never deleted, nor a job whose
-	// idempotency key is still bound at now (created less than its
-	// queue's IdempotencyWindow before now). A deleted job is gone for
+	// Waiting and running jobs are never deleted, nor jobs that finished
+	// less than their queue's IdempotencyWindow before now (so that no
+	// bound idempotency key loses its job). A deleted job is gone for
 	// Get, List and Group, and its idempotency key is free again. Job IDs
 	// are never reused: a store that would reuse the highest ID after
 	// deleting it keeps that one job until a newer one exists.

@@ -41,9 +41,9 @@ type WorkerConfig struct {
 	// Retention is how long jobs in a terminal state stay readable (Get,
 	// List, Group) before maintenance deletes them, in every queue of the
 	// store, at most RetentionBatch×10 per pass and for at most one
-	// MaintenanceInterval. A job whose idempotency key is still bound
-	// (its queue's IdempotencyWindow) is kept until the binding ends.
-	// Zero means DefaultRetention; negative keeps them forever.
+	// MaintenanceInterval. A queue's jobs are kept at least its
+	// IdempotencyWindow (24h by default), so that no bound key loses its
+	// job. Zero means DefaultRetention; negative keeps them forever.
 	Retention time.Duration
 	// RetentionBatch bounds the jobs one DeleteFinished call deletes (and
 	// so how long it holds the database). Zero means 1000.

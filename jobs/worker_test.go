@@ -535,6 +535,10 @@ func TestWorkerRetention(t *testing.T) {
 				cfg.Retention = -1
 			}
 			cfg.RetentionBatch = 2 // several rounds per pass
+			// Finished jobs are kept at least the queue's idempotency window.
+			if _, err := c.PutQueue(context.Background(), jobs.QueueConfig{Name: jobs.DefaultQueue, IdempotencyWindow: time.Millisecond}); err != nil {
+				t.Fatal(err)
+			}
 			var done []*jobs.Job
 			for range 5 {
 				done = append(done, enqueue(t, c, jobs.NewJob{Kind: "ok"}))

@@ -256,9 +256,9 @@ const (
 	sqlDeleteFinished = `DELETE FROM {s}.jobs j WHERE j.id = ANY(ARRAY(
 		SELECT d.id FROM {s}.queues q CROSS JOIN LATERAL (
 			SELECT f.id FROM {s}.jobs f
-			WHERE f.queue = q.name AND f.finished_at IS NOT NULL AND f.finished_at < $1::bigint
+			WHERE f.queue = q.name AND f.finished_at IS NOT NULL
+				AND f.finished_at < LEAST($1::bigint, $3::bigint - q.idempotency_window)
 				AND f.state IN ('succeeded', 'failed', 'canceled', 'expired', 'shed')
-				AND (f.idempotency_key IS NULL OR f.created_at <= $3::bigint - q.idempotency_window)
 			ORDER BY f.finished_at LIMIT $2::int8
 			FOR UPDATE SKIP LOCKED) AS d
 		LIMIT $2::int8))`

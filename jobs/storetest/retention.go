@@ -7,11 +7,12 @@ import (
 	"github.com/sluicehq/sluice/jobs"
 )
 
-// deleteFinished calls DeleteFinished at now = before and fails the test
-// on an error.
+// deleteFinished calls DeleteFinished at a time when the default
+// idempotency window has passed since before, and fails the test on an
+// error.
 func (h *h) deleteFinished(before time.Time, limit int) int {
 	h.t.Helper()
-	n, err := h.s.DeleteFinished(h.ctx, before, before, limit)
+	n, err := h.s.DeleteFinished(h.ctx, before.Add(jobs.DefaultIdempotencyWindow), before, limit)
 	if err != nil {
 		h.t.Fatalf("DeleteFinished(before %v, limit %d): %v", before, limit, err)
 	}
@@ -114,18 +115,22 @@ var retentionTests = []subtest{
 		j := h.fetch1(T0, "q", "w", time.Hour)
 		h.completeOK(T0, "w", ok(j, jobs.Succeeded))
 		h.enqueue1(T0, job("later"))
-		// Past its retention but its key is bound until T0+1h: kept.
+		// Past its retention, but its queue keeps finished jobs for the
+		// window (1h) after they finished: kept, and its key bound.
 		if n, err := h.s.DeleteFinished(h.ctx, at(30*time.Minute), at(time.Minute), 10); err != nil || n != 0 {
-			h.t.Fatalf("DeleteFinished while the key is bound = %d, %v; want 0", n, err)
+			h.t.Fatalf("DeleteFinished within the window = %d, %v; want 0", n, err)
 		}
 		if res, err := h.tryEnqueue(at(31*time.Minute), "q", n); err != nil || !res[0].Duplicate || res[0].Job.ID != first.ID {
 			h.t.Errorf("key still bound: enqueue again = %+v, %v; want a duplicate of job %d", res, err, first.ID)
 		}
-		if n, err := h.s.DeleteFinished(h.ctx, at(time.Hour), at(time.Minute), 10); err != nil || n != 1 {
-			h.t.Fatalf("DeleteFinished after the key's window = %d, %v; want 1", n, err)
+		if n, err := h.s.DeleteFinished(h.ctx, at(time.Hour), at(time.Minute), 10); err != nil || n != 0 {
+			h.t.Fatalf("DeleteFinished exactly one window after it finished = %d, %v; want 0", n, err)
+		}
+		if n, err := h.s.DeleteFinished(h.ctx, at(61*time.Minute), at(time.Minute), 10); err != nil || n != 1 {
+			h.t.Fatalf("DeleteFinished after the window = %d, %v; want 1", n, err)
 		}
 		// The key is free: a new job.
-		again := h.enqueue(at(61*time.Minute), "q", n)[0]
+		again := h.enqueue(at(62*time.Minute), "q", n)[0]
 		if again.ID == first.ID {
 			h.t.Errorf("key bound to a deleted job: got job %d again", first.ID)
 		}
