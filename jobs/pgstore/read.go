@@ -45,6 +45,9 @@ func (s *Store) List(ctx context.Context, f jobs.ListFilter) ([]*jobs.Job, error
 		return nil, err
 	}
 	defer cancel()
+	if !storable(f.Queue) || !storable(string(f.State)) || !storable(f.Group) {
+		return []*jobs.Job{}, nil // no job holds such text; the server would refuse the parameter
+	}
 	sql, args := s.listSQL(f)
 	var out []*jobs.Job
 	err = s.retry(ctx, op, func(ctx context.Context) error {
@@ -69,6 +72,9 @@ func (s *Store) Group(ctx context.Context, name string) (map[jobs.State]int, err
 		return nil, err
 	}
 	defer cancel()
+	if !storable(name) {
+		return nil, jobs.ErrNotFound
+	}
 	out := map[jobs.State]int{}
 	err = s.retry(ctx, op, func(ctx context.Context) error {
 		clear(out)
@@ -103,6 +109,9 @@ func (s *Store) GetQueue(ctx context.Context, name string) (jobs.QueueConfig, er
 		return jobs.QueueConfig{}, err
 	}
 	defer cancel()
+	if !storable(name) {
+		return jobs.QueueConfig{}, jobs.ErrNotFound
+	}
 	var q jobs.QueueConfig
 	err = s.retry(ctx, op, func(ctx context.Context) error {
 		var err error
@@ -159,6 +168,9 @@ func (s *Store) QueueStats(ctx context.Context, queue string, since time.Time) (
 		return jobs.QueueStats{}, err
 	}
 	defer cancel()
+	if !storable(queue) {
+		return jobs.QueueStats{}, nil // an unknown queue
+	}
 	var waiting, running, finished int64
 	err = s.retry(ctx, op, func(ctx context.Context) error {
 		return s.pool.QueryRow(ctx, s.q.queueStats, queue, nanos(since)).Scan(&waiting, &running, &finished)
@@ -168,3 +180,8 @@ func (s *Store) QueueStats(ctx context.Context, queue string, since time.Time) (
 	}
 	return jobs.QueueStats{Waiting: int(waiting), Running: int(running), Finished: int(finished)}, nil
 }
+
+// storable reports whether PostgreSQL can take s as a text parameter (no
+// NUL byte, valid UTF-8). Every stored name passed jobs' validation, so a
+// lookup by anything else finds nothing.
+func storable(s string) bool { return jobs.CleanText(s) == s }

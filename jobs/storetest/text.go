@@ -1,6 +1,7 @@
 package storetest
 
 import (
+	"errors"
 	"time"
 	"unicode/utf8"
 
@@ -40,6 +41,32 @@ var textTests = []subtest{
 		}
 		if j.State != jobs.StateCanceled || j.Reason != "stop\uFFFD" {
 			h.t.Errorf("Cancel = %v %q, want canceled %q", j.State, j.Reason, "stop\uFFFD")
+		}
+	}},
+	lookupTextTests[0],
+}
+
+// Lookups by names no job or queue can have (NUL bytes, invalid UTF-8)
+// find nothing; they do not fail.
+var lookupTextTests = []subtest{
+	{"LookupsByBadText", func(h *h) {
+		h.enqueue(T0, "q", job("q"))
+		for _, bad := range []string{"q\x00", "\xff"} {
+			if js, err := h.s.List(h.ctx, jobs.ListFilter{Queue: bad}); err != nil || len(js) != 0 {
+				h.t.Errorf("List(queue %q) = %d jobs, %v; want none", bad, len(js), err)
+			}
+			if js, err := h.s.List(h.ctx, jobs.ListFilter{Group: bad, State: jobs.State(bad)}); err != nil || len(js) != 0 {
+				h.t.Errorf("List(group, state %q) = %d jobs, %v; want none", bad, len(js), err)
+			}
+			if _, err := h.s.Group(h.ctx, bad); !errors.Is(err, jobs.ErrNotFound) {
+				h.t.Errorf("Group(%q) = %v, want ErrNotFound", bad, err)
+			}
+			if _, err := h.s.GetQueue(h.ctx, bad); !errors.Is(err, jobs.ErrNotFound) {
+				h.t.Errorf("GetQueue(%q) = %v, want ErrNotFound", bad, err)
+			}
+			if st, err := h.s.QueueStats(h.ctx, bad, time.Time{}); err != nil || st != (jobs.QueueStats{}) {
+				h.t.Errorf("QueueStats(%q) = %+v, %v; want zeros", bad, st, err)
+			}
 		}
 	}},
 }
