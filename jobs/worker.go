@@ -111,6 +111,10 @@ type WorkerStats struct {
 	Recorded  map[OutcomeKind]int // outcomes written and applied
 	Stale     int                 // outcomes refused by fencing
 	StoreErrs int
+	// Refused counts outcomes the store refused for their data (not for
+	// being unavailable): the worker gave them up, and their jobs are
+	// recovered when their leases expire.
+	Refused int
 	// Maintenance this worker ran: running jobs whose lease had expired,
 	// waiting jobs ended expired by their deadline, and finished jobs
 	// deleted after their retention.
@@ -748,6 +752,16 @@ func (w *Worker) flush(ctx context.Context, all bool) error {
 		applied, err := call(ctx, w.cfg.CallTimeout, func(cctx context.Context) ([]bool, error) {
 			return w.store.Complete(cctx, w.cfg.Now(), w.cfg.ID, batch)
 		})
+		if err != nil && refusal(ctx, err) && len(batch) > 1 {
+			// The store refused the batch's data, not for lack of the
+			// database: find the outcomes it refuses, so that they do not
+			// hold back the others for good.
+			batch, applied, err = w.isolate(ctx, batch)
+		}
+		if err != nil && refusal(ctx, err) && len(batch) == 1 {
+			w.drop(batch[0], err)
+			batch, applied, err = nil, nil, nil
+		}
 		if err != nil {
 			w.mu.Lock()
 			w.pending = append(batch, w.pending...)
@@ -759,23 +773,91 @@ func (w *Worker) flush(ctx context.Context, all bool) error {
 			sleepCtx(ctx, 50*time.Millisecond)
 			continue
 		}
-		w.mu.Lock()
-		for i, o := range batch {
-			delete(w.held, o.ID)
-			if applied[i] {
-				w.stats.Recorded[o.Kind]++
-			} else {
-				w.stats.Stale++
-			}
-		}
-		w.mu.Unlock()
-		if w.cfg.OnRecorded != nil {
-			w.cfg.OnRecorded(batch, applied)
+		if len(batch) > 0 {
+			w.record(batch, applied)
 		}
 		if !all {
 			return nil
 		}
 	}
+}
+
+// record accounts for a written batch of outcomes.
+func (w *Worker) record(batch []Outcome, applied []bool) {
+	w.mu.Lock()
+	for i, o := range batch {
+		delete(w.held, o.ID)
+		if applied[i] {
+			w.stats.Recorded[o.Kind]++
+		} else {
+			w.stats.Stale++
+		}
+	}
+	w.mu.Unlock()
+	if w.cfg.OnRecorded != nil {
+		w.cfg.OnRecorded(batch, applied)
+	}
+}
+
+// refusal reports whether err, from a store call under ctx, refuses the
+// call's data rather than saying that the database is away or slow, the
+// store closed, or ctx ended: trying the same call again would fail the
+// same way.
+func refusal(ctx context.Context, err error) bool {
+	return ctx.Err() == nil && !errors.Is(err, ErrUnavailable) && !errors.Is(err, ErrClosed) &&
+		!errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded)
+}
+
+// isolate writes batch, whose whole the store refused, in halves, and
+// halves of those, dropping each single outcome the store refuses (see
+// drop). It returns the outcomes written with their applied flags; on a
+// failure that is not a refusal, also the error, with the outcomes not yet
+// written put back at the head of pending.
+func (w *Worker) isolate(ctx context.Context, batch []Outcome) (written []Outcome, applied []bool, err error) {
+	var todo [][]Outcome
+	todo = append(todo, batch[:len(batch)/2], batch[len(batch)/2:])
+	for len(todo) > 0 {
+		part := todo[0]
+		todo = todo[1:]
+		a, err := call(ctx, w.cfg.CallTimeout, func(cctx context.Context) ([]bool, error) {
+			return w.store.Complete(cctx, w.cfg.Now(), w.cfg.ID, part)
+		})
+		switch {
+		case err == nil:
+			written, applied = append(written, part...), append(applied, a...)
+		case !refusal(ctx, err):
+			w.mu.Lock()
+			for _, p := range todo {
+				part = append(part, p...)
+			}
+			w.pending = append(part, w.pending...)
+			w.mu.Unlock()
+			if len(written) > 0 {
+				// Record what was written; the error reaches the caller
+				// through the outcomes put back.
+				w.record(written, applied)
+			}
+			return nil, nil, err
+		case len(part) == 1:
+			w.drop(part[0], err)
+		default:
+			todo = append([][]Outcome{part[:len(part)/2], part[len(part)/2:]}, todo...)
+		}
+	}
+	return written, applied, nil
+}
+
+// drop gives up an outcome the store refuses: the worker forgets the job
+// (stops heartbeating it), so that its lease expires and maintenance puts
+// it back to waiting, or fails it once it has used all its attempts.
+func (w *Worker) drop(o Outcome, err error) {
+	w.mu.Lock()
+	delete(w.held, o.ID)
+	w.stats.StoreErrs++
+	w.stats.Refused++
+	w.mu.Unlock()
+	w.log.Error("jobs: the store refused an outcome; the job will be recovered when its lease expires",
+		"job", o.ID, "attempt", o.Attempt.Attempt, "outcome", o.Kind, "err", err)
 }
 
 // heartbeatLoop extends the leases of held jobs and cancels the ones that

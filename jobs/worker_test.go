@@ -585,3 +585,56 @@ func TestWorkerRetention(t *testing.T) {
 		})
 	}
 }
+
+// refusingStore refuses (as a store refuses data it cannot keep) every
+// Complete batch that holds an outcome of job bad.
+type refusingStore struct {
+	jobs.Store
+	bad atomic.Int64
+}
+
+func (s *refusingStore) Complete(ctx context.Context, now time.Time, owner string, os []jobs.Outcome) ([]bool, error) {
+	for _, o := range os {
+		if o.ID == s.bad.Load() {
+			return nil, errors.New("refusingstore: cannot keep this outcome")
+		}
+	}
+	return s.Store.Complete(ctx, now, owner, os)
+}
+
+// An outcome the store refuses does not hold back the others for good:
+// the worker isolates and gives it up, and the job is recovered after its
+// lease, until it has used its attempts.
+func TestWorkerRefusedOutcome(t *testing.T) {
+	st := &refusingStore{Store: openStore(t)}
+	c := jobs.NewClient(st, jobs.ClientConfig{})
+	reg := jobs.NewRegistry()
+	reg.Handle("ok", jobs.HandlerFunc(func(context.Context, *jobs.Job) error { return nil }))
+	var batch []jobs.NewJob
+	for range 9 {
+		batch = append(batch, jobs.NewJob{Kind: "ok"})
+	}
+	batch[4].MaxAttempts = 2
+	res, err := c.EnqueueMany(context.Background(), jobs.DefaultQueue, batch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := res[4].Job
+	st.bad.Store(bad.ID)
+	cfg := fastWorker()
+	cfg.FlushDelay = 50 * time.Millisecond // all nine outcomes in one batch
+	w := startWorker(t, st, reg, cfg)
+	for i, r := range res {
+		if i != 4 {
+			waitState(t, c, r.Job.ID, jobs.StateSucceeded)
+		}
+	}
+	// Two leases of 600ms, each recovered by maintenance: failed for good.
+	j := waitState(t, c, bad.ID, jobs.StateFailed)
+	if j.Attempt != 2 || !strings.Contains(j.LastError, "lease") {
+		t.Errorf("refused job = attempt %d, error %q; want failed after 2 attempts whose leases expired", j.Attempt, j.LastError)
+	}
+	if s := w.Stats(); s.Refused < 2 || s.Recorded[jobs.Succeeded] != 8 {
+		t.Errorf("Stats = %+v, want 8 succeeded recorded and the 2 refused outcomes counted", s)
+	}
+}
