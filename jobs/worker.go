@@ -115,10 +115,11 @@ type WorkerStats struct {
 	// being unavailable): the worker gave them up, and their jobs are
 	// recovered when their leases expire.
 	Refused int
-	// Maintenance this worker ran: running jobs whose lease had expired,
-	// waiting jobs ended expired by their deadline, and finished jobs
-	// deleted after their retention.
-	Recovered, ExpiredWaiting, Deleted int
+	// Maintenance this worker ran: passes (as the leader, where the store
+	// elects one), running jobs whose lease had expired, waiting jobs
+	// ended expired by their deadline, and finished jobs deleted after
+	// their retention.
+	MaintenancePasses, Recovered, ExpiredWaiting, Deleted int
 }
 
 type heldJob struct {
@@ -1000,6 +1001,9 @@ func (w *Worker) maintain(ctx context.Context) {
 		w.mu.Unlock()
 	}
 	w.deleteFinished(ctx, now)
+	w.mu.Lock()
+	w.stats.MaintenancePasses++
+	w.mu.Unlock()
 }
 
 // retentionRounds bounds the DeleteFinished calls of one maintenance pass,

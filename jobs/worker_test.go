@@ -563,8 +563,15 @@ func TestWorkerRetention(t *testing.T) {
 				return n
 			}
 			if keep {
-				// Ten maintenance passes, each of which would have deleted them.
-				time.Sleep(10 * cfg.MaintenanceInterval)
+				// Five maintenance passes after the last job finished, each
+				// of which would have deleted them.
+				from := w.Stats().MaintenancePasses
+				for deadline := time.Now().Add(5 * time.Second); w.Stats().MaintenancePasses < from+5; {
+					if time.Now().After(deadline) {
+						t.Fatalf("maintenance passes: %d in 5s", w.Stats().MaintenancePasses-from)
+					}
+					time.Sleep(10 * time.Millisecond)
+				}
 				if n := deleted(); n != 0 {
 					t.Fatalf("%d finished jobs deleted with a negative retention", n)
 				}
