@@ -1,6 +1,7 @@
 package jobs
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -102,6 +103,20 @@ const notText = "must be UTF-8 without NUL bytes"
 // text reports whether s is UTF-8 without NUL bytes, as every store can
 // keep it.
 func text(s string) bool { return utf8.ValidString(s) && !strings.ContainsRune(s, 0) }
+
+// SamePayload reports whether two JSON documents are the same, ignoring
+// insignificant white space: the payload rule of idempotency keys, which
+// every store applies.
+func SamePayload(a, b json.RawMessage) bool {
+	if bytes.Equal(a, b) {
+		return true
+	}
+	var ca, cb bytes.Buffer
+	if json.Compact(&ca, a) != nil || json.Compact(&cb, b) != nil {
+		return false
+	}
+	return bytes.Equal(ca.Bytes(), cb.Bytes())
+}
 
 // CleanText returns s as every store can keep it: NUL bytes dropped,
 // invalid UTF-8 replaced by U+FFFD. Stores apply it to the free text they

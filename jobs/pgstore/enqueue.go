@@ -1,9 +1,7 @@
 package pgstore
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -398,14 +396,14 @@ func (s *Store) enqueueTx(ctx context.Context, tx pgx.Tx, queue string, calls []
 			}
 			switch {
 			case isNew:
-				if of.Kind != n.Kind || !samePayload(of.Payload, n.Payload) {
+				if of.Kind != n.Kind || !jobs.SamePayload(of.Payload, n.Payload) {
 					c.results[i].Err = jobs.ErrIdempotencyConflict
 				} else {
 					myDups[i] = ref
 				}
 			case bound[k] != nil && nanos(bound[k].CreatedAt) > nowNS-window:
 				old := bound[k]
-				if old.Kind != n.Kind || !samePayload(old.Payload, n.Payload) {
+				if old.Kind != n.Kind || !jobs.SamePayload(old.Payload, n.Payload) {
 					c.results[i].Err = jobs.ErrIdempotencyConflict
 				} else {
 					dup := *old // each caller gets its own copy
@@ -597,19 +595,6 @@ func (s *Store) insertShedding(ctx context.Context, tx pgx.Tx, nowNS int64, queu
 		victims = append(victims, victim)
 	}
 	return ids, victims, nil
-}
-
-// samePayload reports whether two JSON documents are the same, ignoring
-// insignificant white space.
-func samePayload(a, b json.RawMessage) bool {
-	if bytes.Equal(a, b) {
-		return true
-	}
-	var ca, cb bytes.Buffer
-	if json.Compact(&ca, a) != nil || json.Compact(&cb, b) != nil {
-		return false
-	}
-	return bytes.Equal(ca.Bytes(), cb.Bytes())
 }
 
 // retryAfterWindow is how far back retrySample looks for completions,

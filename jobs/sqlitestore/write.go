@@ -1,11 +1,9 @@
 package sqlitestore
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"database/sql"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -94,7 +92,7 @@ func (s *Store) enqueueTx(ctx context.Context, tx *sql.Tx, now time.Time, queue 
 			case err != nil:
 				return nil, err
 			case nanos(old.CreatedAt) > nowNS-window: // still bound
-				if old.Kind != n.Kind || !samePayload(old.Payload, n.Payload) {
+				if old.Kind != n.Kind || !jobs.SamePayload(old.Payload, n.Payload) {
 					results[i].Err = jobs.ErrIdempotencyConflict
 				} else {
 					results[i] = jobs.EnqueueResult{Job: old, Duplicate: true}
@@ -152,19 +150,6 @@ func (s *Store) enqueueTx(ctx context.Context, tx *sql.Tx, now time.Time, queue 
 		results[i].Job = j
 	}
 	return results, nil
-}
-
-// samePayload reports whether two JSON documents are the same, ignoring
-// insignificant white space.
-func samePayload(a, b json.RawMessage) bool {
-	if bytes.Equal(a, b) {
-		return true
-	}
-	var ca, cb bytes.Buffer
-	if json.Compact(&ca, a) != nil || json.Compact(&cb, b) != nil {
-		return false
-	}
-	return bytes.Equal(ca.Bytes(), cb.Bytes())
 }
 
 // retryAfterWindow is how far back queueFull looks for completions.

@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"errors"
+	"slices"
 	"time"
 
 	"github.com/sluicehq/sluice/jobs"
@@ -88,7 +89,7 @@ var retentionTests = []subtest{
 		for range 4 {
 			got = append(got, h.deleteFinished(at(time.Second), 2))
 		}
-		if want := []int{2, 2, 1, 0}; !equalInts(got, want) {
+		if want := []int{2, 2, 1, 0}; !slices.Equal(got, want) {
 			h.t.Errorf("DeleteFinished(limit 2) four times = %v, want %v", got, want)
 		}
 		if js := h.list(jobs.ListFilter{}); len(js) != 1 || js[0].ID != newest.ID {
@@ -135,16 +136,4 @@ var retentionTests = []subtest{
 			h.t.Errorf("key bound to a deleted job: got job %d again", first.ID)
 		}
 	}},
-}
-
-func equalInts(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }

@@ -43,12 +43,8 @@ var textTests = []subtest{
 			h.t.Errorf("Cancel = %v %q, want canceled %q", j.State, j.Reason, "stop\uFFFD")
 		}
 	}},
-	lookupTextTests[0],
-}
-
-// Lookups by names no job or queue can have (NUL bytes, invalid UTF-8)
-// find nothing; they do not fail.
-var lookupTextTests = []subtest{
+	// Lookups by names no job or queue can have (NUL bytes, invalid
+	// UTF-8) find nothing; they do not fail.
 	{"LookupsByBadText", func(h *h) {
 		h.enqueue(T0, "q", job("q"))
 		for _, bad := range []string{"q\x00", "\xff"} {
