@@ -401,6 +401,13 @@ func TestQueueRateLimit(t *testing.T) {
 // lock is gone the job completes.
 func TestLockedDatabaseIsOverloadNotHang(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "jobs.db")
+	// Create the schema first: under -race on a busy machine, creating it
+	// can take longer than the short Timeout this test needs for calls.
+	pre, err := sqlitestore.Open(context.Background(), path, sqlitestore.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pre.Close()
 	st, err := sqlitestore.Open(context.Background(), path, sqlitestore.Config{Timeout: 200 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)

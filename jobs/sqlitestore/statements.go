@@ -12,47 +12,91 @@ import (
 	"github.com/sluicehq/sluice/jobs"
 )
 
-// jobCols are the columns scanJob reads, in its order.
-const jobCols = `id, queue, kind, payload, priority, COALESCE(idempotency_key, ''), run_at,
-	COALESCE(deadline, 0), attempt_timeout, max_attempts, backoff_min, backoff_max,
-	COALESCE(group_name, ''), cancel_group_on_failure, state, attempt, last_error, reason,
-	created_at, updated_at, COALESCE(finished_at, 0), COALESCE(lease_owner, ''),
-	COALESCE(lease_expires_at, 0), cancel_requested`
-
 type scanner interface{ Scan(dest ...any) error }
 
 // scanJob reads one row of jobCols.
 func scanJob(sc scanner) (*jobs.Job, error) {
 	var (
-		j                                          jobs.Job
-		payload                                    []byte
-		runAt, deadline, created, updated, fin, le int64
-		attemptTimeout, bmin, bmax                 int64
-		cancelGroup, cancelReq                     int64
-		state                                      string
+		j                         jobs.Job
+		state                     string
+		updated, fin, le, cancelR int64
 	)
-	err := sc.Scan(&j.ID, &j.Queue, &j.Kind, &payload, &j.Priority, &j.IdempotencyKey, &runAt,
-		&deadline, &attemptTimeout, &j.MaxAttempts, &bmin, &bmax,
-		&j.Group, &cancelGroup, &state, &j.Attempt, &j.LastError, &j.Reason,
-		&created, &updated, &fin, &j.LeaseOwner,
-		&le, &cancelReq)
-	if err != nil {
+	v := specVars{j: &j}
+	dest := append(v.dest(&j.Queue), &state, &updated, &fin, &j.LeaseOwner, &le, &cancelR)
+	if err := sc.Scan(dest...); err != nil {
 		return nil, err
 	}
-	j.Payload = json.RawMessage(payload)
-	j.RunAt = fromNanos(runAt)
-	j.Deadline = fromNanos(deadline)
-	j.AttemptTimeout = time.Duration(attemptTimeout)
-	j.BackoffMin = time.Duration(bmin)
-	j.BackoffMax = time.Duration(bmax)
-	j.CancelGroupOnFailure = cancelGroup != 0
+	v.set()
 	j.State = jobs.State(state)
-	j.CreatedAt = fromNanos(created)
 	j.UpdatedAt = fromNanos(updated)
 	j.FinishedAt = fromNanos(fin)
 	j.LeaseExpiresAt = fromNanos(le)
-	j.CancelRequested = cancelReq != 0
+	j.CancelRequested = cancelR != 0
 	return &j, nil
+}
+
+// specCols are the columns a job's state does not determine but the ID
+// and queue, in specVars.dest's order.
+const specCols = `kind, payload, priority, COALESCE(idempotency_key, ''), run_at,
+	COALESCE(deadline, 0), attempt_timeout, max_attempts, backoff_min, backoff_max,
+	COALESCE(group_name, ''), cancel_group_on_failure, attempt, last_error, reason, created_at`
+
+// jobCols are the columns scanJob reads, in its order.
+const jobCols = `id, queue, ` + specCols + `, state, updated_at, COALESCE(finished_at, 0),
+	COALESCE(lease_owner, ''), COALESCE(lease_expires_at, 0), cancel_requested`
+
+// fetchCols are the columns Fetch returns: the others follow from the
+// claim (queue, state running, lease, no cancel request, not finished),
+// and reading them back would cost a fifth of Fetch.
+const fetchCols = `id, ` + specCols
+
+// specVars holds the scan targets of specCols that need converting.
+type specVars struct {
+	j                                   *jobs.Job
+	payload                             []byte
+	runAt, deadline, created            int64
+	attemptTimeout, bmin, bmax, cancelG int64
+}
+
+// dest returns the Scan targets of the ID, the queue (unless nil) and
+// specCols.
+func (v *specVars) dest(queue *string) []any {
+	j := v.j
+	d := make([]any, 0, 24)
+	d = append(d, &j.ID)
+	if queue != nil {
+		d = append(d, queue)
+	}
+	return append(d, &j.Kind, &v.payload, &j.Priority, &j.IdempotencyKey, &v.runAt,
+		&v.deadline, &v.attemptTimeout, &j.MaxAttempts, &v.bmin, &v.bmax,
+		&j.Group, &v.cancelG, &j.Attempt, &j.LastError, &j.Reason, &v.created)
+}
+
+// set converts the scanned values into the job.
+func (v *specVars) set() {
+	j := v.j
+	j.Payload = json.RawMessage(v.payload)
+	j.RunAt = fromNanos(v.runAt)
+	j.Deadline = fromNanos(v.deadline)
+	j.AttemptTimeout = time.Duration(v.attemptTimeout)
+	j.BackoffMin = time.Duration(v.bmin)
+	j.BackoffMax = time.Duration(v.bmax)
+	j.CancelGroupOnFailure = v.cancelG != 0
+	j.CreatedAt = fromNanos(v.created)
+}
+
+// scanFetched reads one row of fetchCols, a job Fetch claimed for owner
+// at nowNS until leaseNS, of queue.
+func scanFetched(sc scanner, queue, owner string, nowNS, leaseNS int64) (*jobs.Job, error) {
+	j := &jobs.Job{State: jobs.StateRunning, LeaseOwner: owner,
+		UpdatedAt: fromNanos(nowNS), LeaseExpiresAt: fromNanos(leaseNS)}
+	j.Queue = queue
+	v := specVars{j: j}
+	if err := sc.Scan(v.dest(nil)...); err != nil {
+		return nil, err
+	}
+	v.set()
+	return j, nil
 }
 
 // The fencing condition of Complete and Heartbeat: ?1 id, ?2 attempt,
@@ -101,12 +145,13 @@ const (
 	lease_owner = NULL, lease_expires_at = NULL ` + fenced + completeReturning
 
 	// Many Succeeded outcomes in one statement: ?1 is a JSON array of
-	// [id, attempt] pairs, ?2 now, ?3 owner.
+	// [id, attempt] pairs, ?2 now, ?3 owner. sqlSucceededBatch says how
+	// many applied; sqlSucceededBatchReturning which.
 	sqlSucceededBatch = `UPDATE jobs SET state = 'succeeded', finished_at = ?2, updated_at = ?2,
 	lease_owner = NULL, lease_expires_at = NULL
 	FROM (SELECT value ->> 0 AS oid, value ->> 1 AS oattempt FROM json_each(?1)) AS o
-	WHERE jobs.id = o.oid AND jobs.attempt = o.oattempt AND jobs.lease_owner = ?3 AND jobs.state = 'running'
-	RETURNING jobs.id`
+	WHERE jobs.id = o.oid AND jobs.attempt = o.oattempt AND jobs.lease_owner = ?3 AND jobs.state = 'running'`
+	sqlSucceededBatchReturning = sqlSucceededBatch + ` RETURNING jobs.id`
 
 	// ?5 error, ?6 reason.
 	sqlFailed = `UPDATE jobs SET state = 'failed', last_error = ?5, reason = ?6, finished_at = ?4,
@@ -157,7 +202,7 @@ var (
 			AND (deadline IS NULL OR deadline > ?4)
 			AND NOT EXISTS (SELECT 1 FROM queues WHERE name = ?1 AND paused <> 0)
 		ORDER BY priority DESC, run_at, id LIMIT ?5)
-	RETURNING ` + jobCols
+	RETURNING ` + fetchCols
 )
 
 // sqlFetchCount takes the jobs a Fetch claimed off the queue's waiting
@@ -182,7 +227,7 @@ type statements struct {
 	shedVictim, shed, retryAfter                               *sql.Stmt
 	fetch, fetchCount, heartbeat                               *sql.Stmt
 	succeeded, failed, canceled, expired, retry, released      *sql.Stmt
-	succeededBatch                                             *sql.Stmt
+	succeededBatch, succeededBatchReturning                    *sql.Stmt
 	groupCancelWaiting, groupCancelRunning                     *sql.Stmt
 }
 
@@ -204,6 +249,7 @@ func (s *Store) prepare(ctx context.Context) error {
 		{&st.heartbeat, sqlHeartbeat},
 		{&st.succeeded, sqlSucceeded},
 		{&st.succeededBatch, sqlSucceededBatch},
+		{&st.succeededBatchReturning, sqlSucceededBatchReturning},
 		{&st.failed, sqlFailed},
 		{&st.canceled, sqlCanceled},
 		{&st.expired, sqlExpired},
@@ -225,7 +271,7 @@ func (st *statements) close() {
 	for _, p := range []*sql.Stmt{
 		st.insertJob, st.idempotent, st.queueForEnqueue, st.queueInsertDefault,
 		st.shedVictim, st.shed, st.retryAfter, st.fetch, st.fetchCount, st.heartbeat,
-		st.succeeded, st.succeededBatch, st.failed, st.canceled, st.expired, st.retry, st.released,
+		st.succeeded, st.succeededBatch, st.succeededBatchReturning, st.failed, st.canceled, st.expired, st.retry, st.released,
 		st.groupCancelWaiting, st.groupCancelRunning,
 	} {
 		if p != nil {

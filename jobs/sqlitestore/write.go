@@ -200,13 +200,14 @@ func (s *Store) Fetch(ctx context.Context, now time.Time, queue, owner string, l
 	// jobs claimed that the caller never received.
 	var out []*jobs.Job
 	err = s.writeTx(ctx, func(tx *sql.Tx) error {
-		rows, err := tx.StmtContext(ctx, s.stmts.fetch).QueryContext(ctx, queue, owner, nanos(now.Add(lease)), nanos(now), limit)
+		nowNS, leaseNS := nanos(now), nanos(now.Add(lease))
+		rows, err := tx.StmtContext(ctx, s.stmts.fetch).QueryContext(ctx, queue, owner, leaseNS, nowNS, limit)
 		if err != nil {
 			return err
 		}
 		defer rows.Close()
 		for rows.Next() {
-			j, err := scanJob(rows)
+			j, err := scanFetched(rows, queue, owner, nowNS, leaseNS)
 			if err != nil {
 				return err
 			}
@@ -300,66 +301,77 @@ func (s *Store) Complete(ctx context.Context, now time.Time, owner string, outco
 	nowNS := nanos(now)
 	var applied []bool
 	bulk := bulkSucceeded(outcomes)
-	err = s.writeTx(ctx, func(tx *sql.Tx) error {
-		applied = make([]bool, len(outcomes))
-		if bulk != nil {
-			if err := s.completeBulkTx(ctx, tx, nowNS, owner, outcomes, bulk, applied); err != nil {
-				return err
-			}
-		}
-		var stmts [jobs.Expired + 1]*sql.Stmt
-		for i, o := range outcomes {
-			if bulk != nil && bulk[i] {
-				continue
-			}
-			st := stmts[o.Kind]
-			if st == nil {
-				st = tx.StmtContext(ctx, s.completeStmt(o.Kind))
-				stmts[o.Kind] = st
-			}
-			args := []any{o.ID, o.Attempt.Attempt, owner, nowNS}
-			switch o.Kind {
-			case jobs.Failed:
-				args = append(args, jobs.CleanText(o.Error), jobs.CleanText(o.Reason))
-			case jobs.Canceled, jobs.Expired:
-				args = append(args, jobs.CleanText(o.Reason))
-			case jobs.Retry:
-				runAt := o.RunAt
-				if runAt.IsZero() {
-					runAt = now
-				}
-				args = append(args, jobs.CleanText(o.Error), nanos(runAt))
-			case jobs.Released:
-				var runAt any // NULL: keep its place in line
-				if !o.RunAt.IsZero() {
-					runAt = nanos(o.RunAt)
-				}
-				args = append(args, runAt)
-			}
-			var (
-				state, group string
-				cancelGroup  int64
-			)
-			err := st.QueryRowContext(ctx, args...).Scan(&state, &group, &cancelGroup)
-			if errors.Is(err, sql.ErrNoRows) {
-				continue
-			} else if err != nil {
-				return err
-			}
-			applied[i] = true
-			if jobs.State(state) == jobs.StateFailed && cancelGroup != 0 && group != "" {
-				if err := s.cancelGroupTx(ctx, tx, group, o.ID, nowNS); err != nil {
+	// The bulk statement first runs without RETURNING (reading the IDs
+	// back costs a tenth of it); when some of its outcomes do not apply,
+	// the transaction starts again with the statement that says which.
+	for returning := false; ; returning = true {
+		err = s.writeTx(ctx, func(tx *sql.Tx) error {
+			applied = make([]bool, len(outcomes))
+			if bulk != nil {
+				if err := s.completeBulkTx(ctx, tx, nowNS, owner, outcomes, bulk, applied, returning); err != nil {
 					return err
 				}
 			}
+			var stmts [jobs.Expired + 1]*sql.Stmt
+			for i, o := range outcomes {
+				if bulk != nil && bulk[i] {
+					continue
+				}
+				st := stmts[o.Kind]
+				if st == nil {
+					st = tx.StmtContext(ctx, s.completeStmt(o.Kind))
+					stmts[o.Kind] = st
+				}
+				args := []any{o.ID, o.Attempt.Attempt, owner, nowNS}
+				switch o.Kind {
+				case jobs.Failed:
+					args = append(args, jobs.CleanText(o.Error), jobs.CleanText(o.Reason))
+				case jobs.Canceled, jobs.Expired:
+					args = append(args, jobs.CleanText(o.Reason))
+				case jobs.Retry:
+					runAt := o.RunAt
+					if runAt.IsZero() {
+						runAt = now
+					}
+					args = append(args, jobs.CleanText(o.Error), nanos(runAt))
+				case jobs.Released:
+					var runAt any // NULL: keep its place in line
+					if !o.RunAt.IsZero() {
+						runAt = nanos(o.RunAt)
+					}
+					args = append(args, runAt)
+				}
+				var (
+					state, group string
+					cancelGroup  int64
+				)
+				err := st.QueryRowContext(ctx, args...).Scan(&state, &group, &cancelGroup)
+				if errors.Is(err, sql.ErrNoRows) {
+					continue
+				} else if err != nil {
+					return err
+				}
+				applied[i] = true
+				if jobs.State(state) == jobs.StateFailed && cancelGroup != 0 && group != "" {
+					if err := s.cancelGroupTx(ctx, tx, group, o.ID, nowNS); err != nil {
+						return err
+					}
+				}
+			}
+			return nil
+		})
+		if !errors.Is(err, errBulkShort) || returning {
+			break
 		}
-		return nil
-	})
+	}
 	if err != nil {
 		return nil, s.wrap(ctx, op, err)
 	}
 	return applied, nil
 }
+
+// errBulkShort is completeBulkTx's report that not every outcome applied.
+var errBulkShort = errors.New("sqlitestore: some outcomes of the batch do not apply")
 
 // bulkSucceeded returns which outcomes Complete applies with one
 // statement: the Succeeded ones for jobs that have no other outcome in the
@@ -395,16 +407,18 @@ func bulkSucceeded(outcomes []jobs.Outcome) []bool {
 }
 
 // completeBulkTx applies the outcomes marked in bulk (Succeeded, one per
-// job) with one statement, and marks those that applied.
-func (s *Store) completeBulkTx(ctx context.Context, tx *sql.Tx, nowNS int64, owner string, outcomes []jobs.Outcome, bulk, applied []bool) error {
-	index := make(map[int64]int, len(outcomes))
+// job) with one statement, and marks those that applied. Unless returning
+// is set, it reads back only how many applied, and fails with errBulkShort
+// when that is not all of them.
+func (s *Store) completeBulkTx(ctx context.Context, tx *sql.Tx, nowNS int64, owner string, outcomes []jobs.Outcome, bulk, applied []bool, returning bool) error {
+	n := 0
 	buf := make([]byte, 0, 24*len(outcomes))
 	buf = append(buf, '[')
 	for i, o := range outcomes {
 		if !bulk[i] {
 			continue
 		}
-		index[o.ID] = i
+		n++
 		if len(buf) > 1 {
 			buf = append(buf, ',')
 		}
@@ -415,7 +429,28 @@ func (s *Store) completeBulkTx(ctx context.Context, tx *sql.Tx, nowNS int64, own
 		buf = append(buf, ']')
 	}
 	buf = append(buf, ']')
-	rows, err := tx.StmtContext(ctx, s.stmts.succeededBatch).QueryContext(ctx, string(buf), nowNS, owner)
+	if !returning {
+		res, err := tx.StmtContext(ctx, s.stmts.succeededBatch).ExecContext(ctx, string(buf), nowNS, owner)
+		if err != nil {
+			return err
+		}
+		// Each outcome names a different job, so n rows changed means
+		// every outcome applied.
+		if k, err := res.RowsAffected(); err != nil {
+			return err
+		} else if k != int64(n) {
+			return errBulkShort
+		}
+		copy(applied, bulk)
+		return nil
+	}
+	index := make(map[int64]int, n)
+	for i, o := range outcomes {
+		if bulk[i] {
+			index[o.ID] = i
+		}
+	}
+	rows, err := tx.StmtContext(ctx, s.stmts.succeededBatchReturning).QueryContext(ctx, string(buf), nowNS, owner)
 	if err != nil {
 		return err
 	}

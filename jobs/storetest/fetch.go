@@ -355,6 +355,13 @@ var completeTests = []subtest{
 		if got := h.complete(at(time.Second), "intruder", os...); slices.Contains(got, true) {
 			h.t.Errorf("another owner's outcomes applied = %v, want all false", got)
 		}
+		// The owner's batch applies in full.
+		if got := h.complete(at(2*time.Second), "w", os...); slices.Contains(got, false) {
+			h.t.Errorf("the owner's outcomes applied = %v, want all true", got)
+		}
+		for _, j := range js {
+			h.wantTime("FinishedAt", h.wantState(j.ID, jobs.StateSucceeded).FinishedAt, at(2*time.Second))
+		}
 	}},
 	{"Batch", func(h *h) {
 		var batch []jobs.NewJob
