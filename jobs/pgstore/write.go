@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"time"
 
@@ -55,6 +56,16 @@ func (s *Store) Fetch(ctx context.Context, now time.Time, queue, owner string, l
 	return out, nil
 }
 
+// pgAttempt is attempt n as the integer column compares it: -1, which no
+// job's attempt is, for an n outside its range, so that an outcome for an
+// attempt no fetch gave fences off instead of wrapping around to another.
+func pgAttempt(n int) int32 {
+	if n < 0 || n > math.MaxInt32 {
+		return -1
+	}
+	return int32(n)
+}
+
 // Heartbeat implements jobs.Store. Cost: one statement.
 func (s *Store) Heartbeat(ctx context.Context, now time.Time, owner string, held []jobs.Attempt, lease time.Duration) (lost, cancelReq []int64, err error) {
 	const op = "heartbeat"
@@ -69,7 +80,7 @@ func (s *Store) Heartbeat(ctx context.Context, now time.Time, owner string, held
 	ids := make([]int64, len(held))
 	attempts := make([]int32, len(held))
 	for i, h := range held {
-		ids[i], attempts[i] = h.ID, int32(h.Attempt)
+		ids[i], attempts[i] = h.ID, pgAttempt(h.Attempt)
 	}
 	kept := make(map[jobs.Attempt]bool, len(held))
 	err = s.retry(ctx, op, func(ctx context.Context) error {
@@ -165,7 +176,7 @@ func (s *Store) Complete(ctx context.Context, now time.Time, owner string, outco
 			)
 			for k, i := range round {
 				o := outcomes[i]
-				ids[k], attempts[k], kinds[k] = o.ID, int32(o.Attempt.Attempt), int16(o.Kind)
+				ids[k], attempts[k], kinds[k] = o.ID, pgAttempt(o.Attempt.Attempt), int16(o.Kind)
 				runAt := o.RunAt
 				if runAt.IsZero() {
 					runAt = now

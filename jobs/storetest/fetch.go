@@ -363,6 +363,40 @@ var completeTests = []subtest{
 			h.wantTime("FinishedAt", h.wantState(j.ID, jobs.StateSucceeded).FinishedAt, at(2*time.Second))
 		}
 	}},
+	{"OutlandishAttempt", func(h *h) {
+		// An outcome whose attempt number no fetch gave applies to
+		// nothing, however a store encodes attempts: 1<<20+1, 1<<32+1
+		// and 1<<62+1 for the job before another running job.
+		var batch []jobs.NewJob
+		for range 6 {
+			batch = append(batch, job("q"))
+		}
+		h.enqueue(T0, "q", batch...)
+		js := h.fetch(T0, "q", "w", 6, time.Minute)
+		if len(js) != 6 {
+			h.t.Fatalf("Fetch claimed %d, want 6", len(js))
+		}
+		for _, n := range []int{1<<20 + 1, 1<<32 + 1, 1<<62 + 1} {
+			bogus := ok(js[0], jobs.Succeeded)
+			bogus.Attempt.Attempt = n
+			os := []jobs.Outcome{bogus}
+			for _, j := range js[2:] {
+				o := ok(j, jobs.Succeeded)
+				o.Attempt.Attempt = 2 // stale: none applies
+				os = append(os, o)
+			}
+			if got := h.complete(at(time.Second), "w", os...); slices.Contains(got, true) {
+				h.t.Errorf("attempt %d: applied = %v, want all false", n, got)
+			}
+			for _, j := range js {
+				h.wantState(j.ID, jobs.StateRunning)
+			}
+			if lost, _ := h.heartbeat(at(time.Second), "w", time.Hour, bogus.Attempt); !sameIDs(lost, []int64{js[0].ID}) {
+				h.t.Errorf("attempt %d: Heartbeat lost = %v, want [%d]", n, lost, js[0].ID)
+			}
+			h.wantTime("LeaseExpiresAt", h.get(js[0].ID).LeaseExpiresAt, at(time.Minute))
+		}
+	}},
 	{"Batch", func(h *h) {
 		var batch []jobs.NewJob
 		for range 4 {
