@@ -375,8 +375,9 @@ var errBulkShort = errors.New("sqlitestore: some outcomes of the batch do not ap
 
 // bulkSucceeded returns which outcomes Complete applies with one
 // statement: the Succeeded ones for jobs that have no other outcome in the
-// batch (so that each is fenced on its own). It returns nil when there are
-// too few for the bulk statement to pay.
+// batch (so that each is fenced on its own) and whose attempt packs into
+// one integer. It returns nil when there are too few for the bulk
+// statement to pay.
 func bulkSucceeded(outcomes []jobs.Outcome) []bool {
 	const minBulk = 4
 	n := 0
@@ -395,7 +396,7 @@ func bulkSucceeded(outcomes []jobs.Outcome) []bool {
 	bulk := make([]bool, len(outcomes))
 	n = 0
 	for i, o := range outcomes {
-		if o.Kind == jobs.Succeeded && seen[o.ID] == 1 {
+		if o.Kind == jobs.Succeeded && seen[o.ID] == 1 && packable(o.Attempt) {
 			bulk[i] = true
 			n++
 		}
@@ -412,7 +413,7 @@ func bulkSucceeded(outcomes []jobs.Outcome) []bool {
 // when that is not all of them.
 func (s *Store) completeBulkTx(ctx context.Context, tx *sql.Tx, nowNS int64, owner string, outcomes []jobs.Outcome, bulk, applied []bool, returning bool) error {
 	n := 0
-	buf := make([]byte, 0, 24*len(outcomes))
+	buf := make([]byte, 0, 16*len(outcomes))
 	buf = append(buf, '[')
 	for i, o := range outcomes {
 		if !bulk[i] {
@@ -422,11 +423,7 @@ func (s *Store) completeBulkTx(ctx context.Context, tx *sql.Tx, nowNS int64, own
 		if len(buf) > 1 {
 			buf = append(buf, ',')
 		}
-		buf = append(buf, '[')
-		buf = strconv.AppendInt(buf, o.ID, 10)
-		buf = append(buf, ',')
-		buf = strconv.AppendInt(buf, int64(o.Attempt.Attempt), 10)
-		buf = append(buf, ']')
+		buf = strconv.AppendInt(buf, o.ID<<attemptBits|int64(o.Attempt.Attempt), 10)
 	}
 	buf = append(buf, ']')
 	if !returning {
