@@ -96,6 +96,23 @@ BEGIN
 	WHERE name = new.queue;
 END;
 `,
+	// 3: the trigger fires only for statements that set run_at,
+	// last_error or reason, so that it costs nothing to Fetch and to
+	// Succeeded outcomes (a twelfth of their cost), which do not change
+	// how many jobs wait. Every statement that moves a job into or out of
+	// waiting, but Fetch, sets one of them (Retry, Released: run_at;
+	// RecoverLeases: last_error; Cancel, ExpireDue, shedding, group
+	// cancellation: reason); a new one must too.
+	`
+DROP TRIGGER jobs_waiting_update;
+CREATE TRIGGER jobs_waiting_update AFTER UPDATE OF run_at, last_error, reason ON jobs
+WHEN (old.state = 'waiting') <> (new.state = 'waiting')
+	AND NOT (old.state = 'waiting' AND new.state = 'running')
+BEGIN
+	UPDATE queues SET waiting = waiting + (new.state = 'waiting') - (old.state = 'waiting')
+	WHERE name = new.queue;
+END;
+`,
 }
 
 // migrate brings the database's schema to len(migrations), one transaction
