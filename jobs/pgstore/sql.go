@@ -55,6 +55,52 @@ func scanJob(row pgx.Row) (*jobs.Job, error) {
 	return &j, nil
 }
 
+// fetchCols are the columns Fetch returns, in scanFetched's order: the
+// others follow from the claim (queue, state running, lease, no cancel
+// request, not finished).
+const fetchCols = `j.id, j.kind, j.payload, j.priority, COALESCE(j.idempotency_key, ''), j.run_at,
+	COALESCE(j.deadline, 0), j.attempt_timeout, j.max_attempts, j.backoff_min, j.backoff_max,
+	COALESCE(j.group_name, ''), j.cancel_group_on_failure, j.attempt, j.last_error, j.reason,
+	j.created_at`
+
+// scanFetched reads every row of fetchCols: jobs of queue that Fetch
+// claimed for owner at nowNS until leaseNS.
+func scanFetched(rows pgx.Rows, queue, owner string, nowNS, leaseNS int64) ([]*jobs.Job, error) {
+	defer rows.Close()
+	out := []*jobs.Job{}
+	for rows.Next() {
+		var (
+			j                          = &jobs.Job{State: jobs.StateRunning, LeaseOwner: owner}
+			payload                    []byte
+			priority                   int16
+			runAt, deadline, created   int64
+			attemptTimeout, bmin, bmax int64
+			maxAttempts, attempt       int32
+		)
+		err := rows.Scan(&j.ID, &j.Kind, &payload, &priority, &j.IdempotencyKey, &runAt,
+			&deadline, &attemptTimeout, &maxAttempts, &bmin, &bmax,
+			&j.Group, &j.CancelGroupOnFailure, &attempt, &j.LastError, &j.Reason, &created)
+		if err != nil {
+			return nil, err
+		}
+		j.Queue = queue
+		j.Payload = json.RawMessage(payload)
+		j.Priority = int(priority)
+		j.RunAt = fromNanos(runAt)
+		j.Deadline = fromNanos(deadline)
+		j.AttemptTimeout = time.Duration(attemptTimeout)
+		j.MaxAttempts = int(maxAttempts)
+		j.BackoffMin = time.Duration(bmin)
+		j.BackoffMax = time.Duration(bmax)
+		j.Attempt = int(attempt)
+		j.CreatedAt = fromNanos(created)
+		j.UpdatedAt = fromNanos(nowNS)
+		j.LeaseExpiresAt = fromNanos(leaseNS)
+		out = append(out, j)
+	}
+	return out, rows.Err()
+}
+
 // scanJobs reads every row of jobCols.
 func scanJobs(rows pgx.Rows) ([]*jobs.Job, error) {
 	defer rows.Close()
@@ -165,7 +211,7 @@ const (
 	UPDATE {s}.jobs j SET state = 'running', attempt = j.attempt + 1, lease_owner = $2::text,
 		lease_expires_at = $3::bigint, updated_at = $4::bigint, cancel_requested = false
 	FROM claim WHERE j.id = claim.id
-	RETURNING ` + jobCols
+	RETURNING ` + fetchCols
 
 	// $1 ids, $2 owner, $3 attempts, $4 lease expiry. Heartbeat,
 	// Complete and RecoverLeases lock their rows in id order first (the

@@ -34,11 +34,12 @@ func (s *Store) Fetch(ctx context.Context, now time.Time, queue, owner string, l
 	// nobody receives (in autocommit it would commit them unless the
 	// cancel request landed first).
 	err = s.inTx(ctx, op, func(ctx context.Context, tx pgx.Tx) error {
-		rows, err := tx.Query(ctx, s.q.fetch, queue, owner, nanos(now.Add(lease)), nanos(now), int64(limit), priorities)
+		nowNS, leaseNS := nanos(now), nanos(now.Add(lease))
+		rows, err := tx.Query(ctx, s.q.fetch, queue, owner, leaseNS, nowNS, int64(limit), priorities)
 		if err != nil {
 			return err
 		}
-		out, err = scanJobs(rows)
+		out, err = scanFetched(rows, queue, owner, nowNS, leaseNS)
 		return err
 	})
 	if err != nil {
