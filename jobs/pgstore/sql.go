@@ -56,8 +56,8 @@ func scanJob(row pgx.Row) (*jobs.Job, error) {
 }
 
 // fetchCols are the columns Fetch returns, in scanFetched's order: the
-// others follow from the claim (queue, state running, lease, no cancel
-// request, not finished).
+// others follow from the claim (queue, state running, lease, updated_at,
+// no cancel request, not finished).
 const fetchCols = `j.id, j.kind, j.payload, j.priority, COALESCE(j.idempotency_key, ''), j.run_at,
 	COALESCE(j.deadline, 0), j.attempt_timeout, j.max_attempts, j.backoff_min, j.backoff_max,
 	COALESCE(j.group_name, ''), j.cancel_group_on_failure, j.attempt, j.last_error, j.reason,

@@ -37,9 +37,10 @@
 // Fetch is one UPDATE ... RETURNING statement served by a partial index on
 // waiting jobs, which it seeks once per priority, so jobs scheduled for
 // later cost nothing; it reads back only the columns the claim does not
-// determine. Complete applies a batch in one transaction: the Succeeded
-// outcomes in one statement (each attempt packed in one integer of a JSON
-// array), the others one prepared statement each. Heartbeat and Enqueue
+// determine. Complete applies a batch in one transaction (two when some
+// Succeeded outcome of a batch was fenced off): the Succeeded outcomes in
+// one statement (each attempt packed in one integer of a JSON array), the
+// others one prepared statement each. Heartbeat and Enqueue
 // run a batch in one transaction with prepared statements. The queue's
 // count of waiting jobs is kept in its row (by triggers, which Fetch and
 // Succeeded outcomes do not fire, and by Fetch itself, once per batch), so

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -280,6 +281,19 @@ func TestFetchPlan(t *testing.T) {
 			t.Errorf("%s plan = %q, want it to use %s without sorting", c.name, p, c.index)
 		}
 		t.Logf("%s: %s", c.name, p)
+	}
+}
+
+// The SQL of the bulk Succeeded statement unpacks attempts with the same
+// shift and mask as packable and completeBulkTx pack them.
+func TestPackedAttemptSQL(t *testing.T) {
+	for _, want := range []string{
+		">> " + strconv.Itoa(attemptBits) + " ",
+		"& " + strconv.Itoa(1<<attemptBits-1) + "\n",
+	} {
+		if !strings.Contains(sqlSucceededBatch, want) {
+			t.Errorf("sqlSucceededBatch lacks %q:\n%s", want, sqlSucceededBatch)
+		}
 	}
 }
 

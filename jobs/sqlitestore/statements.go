@@ -46,8 +46,8 @@ const jobCols = `id, queue, ` + specCols + `, state, updated_at, COALESCE(finish
 	COALESCE(lease_owner, ''), COALESCE(lease_expires_at, 0), cancel_requested`
 
 // fetchCols are the columns Fetch returns: the others follow from the
-// claim (queue, state running, lease, no cancel request, not finished),
-// and reading them back would cost a fifth of Fetch.
+// claim (queue, state running, lease, updated_at, no cancel request, not
+// finished), and reading them back would cost a fifth of Fetch.
 const fetchCols = `id, ` + specCols
 
 // specVars holds the scan targets of specCols that need converting.

@@ -222,8 +222,8 @@ func (s *Store) Fetch(ctx context.Context, now time.Time, queue, owner string, l
 		if len(out) == 0 {
 			return nil
 		}
-		// The waiting counter's trigger skips waiting -> running (see
-		// migration 2): one update for the whole batch.
+		// The waiting counter's trigger does not fire for Fetch (see
+		// schema steps 2 and 3): one update for the whole batch.
 		_, err = tx.StmtContext(ctx, s.stmts.fetchCount).ExecContext(ctx, queue, len(out))
 		return err
 	})
@@ -281,8 +281,12 @@ func (s *Store) Heartbeat(ctx context.Context, now time.Time, owner string, held
 // Complete implements jobs.Store. A Retry or Released outcome for a job
 // whose cancellation was requested ends it StateCanceled rather than
 // running it again. An outcome of an unknown kind fails the whole call.
-// Cost: one transaction, one statement per outcome, two more per group
-// cancellation.
+// Cost: one transaction: one statement for the Succeeded outcomes (when
+// there are at least four, each for a different job), one per other
+// outcome, two more per group cancellation. When some of the Succeeded
+// ones do not apply (a lease lost), the transaction is rolled back and run
+// again, within the same Config.Timeout, with the bulk statement that says
+// which did.
 func (s *Store) Complete(ctx context.Context, now time.Time, owner string, outcomes []jobs.Outcome) ([]bool, error) {
 	const op = "complete"
 	for i, o := range outcomes {

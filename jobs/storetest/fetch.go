@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"time"
@@ -376,7 +377,11 @@ var completeTests = []subtest{
 		if len(js) != 6 {
 			h.t.Fatalf("Fetch claimed %d, want 6", len(js))
 		}
-		for _, n := range []int{1<<20 + 1, 1<<32 + 1, 1<<62 + 1} {
+		for _, n64 := range []int64{1<<20 + 1, 1<<32 + 1, 1<<62 + 1} {
+			if n64 > math.MaxInt {
+				continue // 32-bit int
+			}
+			n := int(n64)
 			bogus := ok(js[0], jobs.Succeeded)
 			bogus.Attempt.Attempt = n
 			os := []jobs.Outcome{bogus}
