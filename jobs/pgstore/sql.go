@@ -11,57 +11,76 @@ import (
 	"github.com/sluicehq/sluice/jobs"
 )
 
+// specCols are the columns of the jobs table (aliased j) that jobCols and
+// fetchCols share after the ID, in specVars.dest's order.
+const specCols = `j.kind, j.payload, j.priority, COALESCE(j.idempotency_key, ''), j.run_at,
+	COALESCE(j.deadline, 0), j.attempt_timeout, j.max_attempts, j.backoff_min, j.backoff_max,
+	COALESCE(j.group_name, ''), j.cancel_group_on_failure, j.attempt, j.last_error, j.reason,
+	j.created_at`
+
 // jobCols are the columns scanJob reads, in its order, of the jobs table
 // aliased j.
-const jobCols = `j.id, j.queue, j.kind, j.payload, j.priority, COALESCE(j.idempotency_key, ''), j.run_at,
-	COALESCE(j.deadline, 0), j.attempt_timeout, j.max_attempts, j.backoff_min, j.backoff_max,
-	COALESCE(j.group_name, ''), j.cancel_group_on_failure, j.state, j.attempt, j.last_error, j.reason,
-	j.created_at, j.updated_at, COALESCE(j.finished_at, 0), COALESCE(j.lease_owner, ''),
-	COALESCE(j.lease_expires_at, 0), j.cancel_requested`
+const jobCols = `j.id, j.queue, ` + specCols + `, j.state, j.updated_at, COALESCE(j.finished_at, 0),
+	COALESCE(j.lease_owner, ''), COALESCE(j.lease_expires_at, 0), j.cancel_requested`
+
+// fetchCols are the columns Fetch returns, in scanFetched's order: the
+// others follow from the claim (queue, state running, lease, updated_at,
+// no cancel request, not finished).
+const fetchCols = `j.id, ` + specCols
+
+// specVars holds the scan targets of specCols that need converting.
+type specVars struct {
+	j                                        *jobs.Job
+	payload                                  []byte
+	priority                                 int16
+	runAt, deadline, created, attemptTimeout int64
+	bmin, bmax                               int64
+	maxAttempts, attempt                     int32
+}
+
+// dest returns the Scan targets of specCols.
+func (v *specVars) dest() []any {
+	j := v.j
+	return []any{&j.Kind, &v.payload, &v.priority, &j.IdempotencyKey, &v.runAt,
+		&v.deadline, &v.attemptTimeout, &v.maxAttempts, &v.bmin, &v.bmax,
+		&j.Group, &j.CancelGroupOnFailure, &v.attempt, &j.LastError, &j.Reason, &v.created}
+}
+
+// set converts the scanned values into the job.
+func (v *specVars) set() {
+	j := v.j
+	j.Payload = json.RawMessage(v.payload)
+	j.Priority = int(v.priority)
+	j.RunAt = fromNanos(v.runAt)
+	j.Deadline = fromNanos(v.deadline)
+	j.AttemptTimeout = time.Duration(v.attemptTimeout)
+	j.MaxAttempts = int(v.maxAttempts)
+	j.BackoffMin = time.Duration(v.bmin)
+	j.BackoffMax = time.Duration(v.bmax)
+	j.Attempt = int(v.attempt)
+	j.CreatedAt = fromNanos(v.created)
+}
 
 // scanJob reads one row of jobCols.
 func scanJob(row pgx.Row) (*jobs.Job, error) {
 	var (
-		j                                          jobs.Job
-		payload                                    []byte
-		priority                                   int16
-		runAt, deadline, created, updated, fin, le int64
-		attemptTimeout, bmin, bmax                 int64
-		maxAttempts, attempt                       int32
-		state                                      string
+		j                jobs.Job
+		state            string
+		updated, fin, le int64
 	)
-	err := row.Scan(&j.ID, &j.Queue, &j.Kind, &payload, &priority, &j.IdempotencyKey, &runAt,
-		&deadline, &attemptTimeout, &maxAttempts, &bmin, &bmax,
-		&j.Group, &j.CancelGroupOnFailure, &state, &attempt, &j.LastError, &j.Reason,
-		&created, &updated, &fin, &j.LeaseOwner,
-		&le, &j.CancelRequested)
-	if err != nil {
+	v := specVars{j: &j}
+	dest := append([]any{&j.ID, &j.Queue}, v.dest()...)
+	dest = append(dest, &state, &updated, &fin, &j.LeaseOwner, &le, &j.CancelRequested)
+	if err := row.Scan(dest...); err != nil {
 		return nil, err
 	}
-	j.Payload = json.RawMessage(payload)
-	j.Priority = int(priority)
-	j.RunAt = fromNanos(runAt)
-	j.Deadline = fromNanos(deadline)
-	j.AttemptTimeout = time.Duration(attemptTimeout)
-	j.MaxAttempts = int(maxAttempts)
-	j.BackoffMin = time.Duration(bmin)
-	j.BackoffMax = time.Duration(bmax)
+	v.set()
 	j.State = jobs.State(state)
-	j.Attempt = int(attempt)
-	j.CreatedAt = fromNanos(created)
 	j.UpdatedAt = fromNanos(updated)
 	j.FinishedAt = fromNanos(fin)
 	j.LeaseExpiresAt = fromNanos(le)
 	return &j, nil
 }
-
-// fetchCols are the columns Fetch returns, in scanFetched's order: the
-// others follow from the claim (queue, state running, lease, updated_at,
-// no cancel request, not finished).
-const fetchCols = `j.id, j.kind, j.payload, j.priority, COALESCE(j.idempotency_key, ''), j.run_at,
-	COALESCE(j.deadline, 0), j.attempt_timeout, j.max_attempts, j.backoff_min, j.backoff_max,
-	COALESCE(j.group_name, ''), j.cancel_group_on_failure, j.attempt, j.last_error, j.reason,
-	j.created_at`
 
 // scanFetched reads every row of fetchCols: jobs of queue that Fetch
 // claimed for owner at nowNS until leaseNS.
@@ -69,33 +88,14 @@ func scanFetched(rows pgx.Rows, queue, owner string, nowNS, leaseNS int64) ([]*j
 	defer rows.Close()
 	out := []*jobs.Job{}
 	for rows.Next() {
-		var (
-			j                          = &jobs.Job{State: jobs.StateRunning, LeaseOwner: owner}
-			payload                    []byte
-			priority                   int16
-			runAt, deadline, created   int64
-			attemptTimeout, bmin, bmax int64
-			maxAttempts, attempt       int32
-		)
-		err := rows.Scan(&j.ID, &j.Kind, &payload, &priority, &j.IdempotencyKey, &runAt,
-			&deadline, &attemptTimeout, &maxAttempts, &bmin, &bmax,
-			&j.Group, &j.CancelGroupOnFailure, &attempt, &j.LastError, &j.Reason, &created)
-		if err != nil {
+		j := &jobs.Job{State: jobs.StateRunning, LeaseOwner: owner,
+			UpdatedAt: fromNanos(nowNS), LeaseExpiresAt: fromNanos(leaseNS)}
+		j.Queue = queue
+		v := specVars{j: j}
+		if err := rows.Scan(append([]any{&j.ID}, v.dest()...)...); err != nil {
 			return nil, err
 		}
-		j.Queue = queue
-		j.Payload = json.RawMessage(payload)
-		j.Priority = int(priority)
-		j.RunAt = fromNanos(runAt)
-		j.Deadline = fromNanos(deadline)
-		j.AttemptTimeout = time.Duration(attemptTimeout)
-		j.MaxAttempts = int(maxAttempts)
-		j.BackoffMin = time.Duration(bmin)
-		j.BackoffMax = time.Duration(bmax)
-		j.Attempt = int(attempt)
-		j.CreatedAt = fromNanos(created)
-		j.UpdatedAt = fromNanos(nowNS)
-		j.LeaseExpiresAt = fromNanos(leaseNS)
+		v.set()
 		out = append(out, j)
 	}
 	return out, rows.Err()

@@ -313,15 +313,7 @@ var completeTests = []subtest{
 	}},
 	{"LargeBatch", func(h *h) {
 		// Many outcomes in one call, each fenced on its own.
-		var batch []jobs.NewJob
-		for range 10 {
-			batch = append(batch, job("q"))
-		}
-		h.enqueue(T0, "q", batch...)
-		js := h.fetch(T0, "q", "w", 10, time.Minute)
-		if len(js) != 10 {
-			h.t.Fatalf("Fetch claimed %d, want 10", len(js))
-		}
+		js := h.claim("q", "w", 10)
 		var os []jobs.Outcome
 		for _, j := range js[:6] {
 			os = append(os, ok(j, jobs.Succeeded))
@@ -347,8 +339,7 @@ var completeTests = []subtest{
 			h.wantState(j.ID, state)
 		}
 		// Another owner's batch applies nothing.
-		h.enqueue(T0, "q", batch...)
-		js = h.fetch(T0, "q", "w", 10, time.Minute)
+		js = h.claim("q", "w", 10)
 		os = os[:0]
 		for _, j := range js {
 			os = append(os, ok(j, jobs.Succeeded))
@@ -368,15 +359,7 @@ var completeTests = []subtest{
 		// An outcome whose attempt number no fetch gave applies to
 		// nothing, however a store encodes attempts: 1<<20+1, 1<<32+1
 		// and 1<<62+1 for the job before another running job.
-		var batch []jobs.NewJob
-		for range 6 {
-			batch = append(batch, job("q"))
-		}
-		h.enqueue(T0, "q", batch...)
-		js := h.fetch(T0, "q", "w", 6, time.Minute)
-		if len(js) != 6 {
-			h.t.Fatalf("Fetch claimed %d, want 6", len(js))
-		}
+		js := h.claim("q", "w", 6)
 		for _, n64 := range []int64{1<<20 + 1, 1<<32 + 1, 1<<62 + 1} {
 			if n64 > math.MaxInt {
 				continue // 32-bit int

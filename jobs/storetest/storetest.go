@@ -157,6 +157,22 @@ func (h *h) fetch(now time.Time, queue, owner string, limit int, lease time.Dura
 }
 
 // fetch1 fetches exactly one job, failing the test otherwise.
+// claim enqueues n jobs in queue at T0 and fetches them all for owner
+// with a one-minute lease.
+func (h *h) claim(queue, owner string, n int) []*jobs.Job {
+	h.t.Helper()
+	batch := make([]jobs.NewJob, n)
+	for i := range batch {
+		batch[i] = job(queue)
+	}
+	h.enqueue(T0, queue, batch...)
+	js := h.fetch(T0, queue, owner, n, time.Minute)
+	if len(js) != n {
+		h.t.Fatalf("Fetch claimed %d, want %d", len(js), n)
+	}
+	return js
+}
+
 func (h *h) fetch1(now time.Time, queue, owner string, lease time.Duration) *jobs.Job {
 	h.t.Helper()
 	js := h.fetch(now, queue, owner, 1, lease)
