@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
 	"testing"
@@ -541,4 +542,52 @@ func TestFetchCanceledClaimsNothing(t *testing.T) {
 		}
 	}
 	t.Logf("%d of %d fetches were canceled; none claimed a job", failed, rounds)
+}
+
+func TestSplitTexts(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		want [4]string
+		ok   bool
+	}{
+		{"0,0,0,0;", [4]string{}, true},
+		{"1,3,0,3;kg;ü;,", [4]string{"k", "g;\xc3", "", "\xbc;,"}, true},
+		{"3,0,0,1;a,bc", [4]string{"a,b", "", "", "c"}, true},
+		{"1,1,1,1;abc", [4]string{}, false},    // too short
+		{"1,1,1,1;abcde", [4]string{}, false},  // too long
+		{"1,1,1;abc", [4]string{}, false},      // three lengths
+		{"1,1,1,1,0;abcd", [4]string{}, false}, // five lengths
+		{"x,0,0,0;", [4]string{}, false},
+		{"-1,0,0,0;", [4]string{}, false},
+		{"0,0,0,0", [4]string{}, false},
+		{"", [4]string{}, false},
+	} {
+		got, ok := splitTexts([]byte(c.in))
+		if ok != c.ok || (ok && got != c.want) {
+			t.Errorf("splitTexts(%q) = %q, %v; want %q, %v", c.in, got, ok, c.want, c.ok)
+		}
+	}
+}
+
+// A waiting job with a reason (Fetch's texts column carries it too; the
+// API leaves none on waiting jobs, so the test writes one) is fetched as Get
+// reads it.
+func TestFetchReason(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, Config{})
+	in := mustEnqueue(t, s, t0, "q", jobs.NewJob{Kind: "a"})
+	if _, err := s.w.Exec(`UPDATE jobs SET reason = 'why; 1,2 ✓' WHERE id = ?1`, in[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Fetch(ctx, t0, "q", "w", 1, time.Minute)
+	if err != nil || len(got) != 1 {
+		t.Fatalf("Fetch = %v, %v", got, err)
+	}
+	stored, err := s.Get(ctx, got[0].ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got[0].Reason != "why; 1,2 ✓" || !reflect.DeepEqual(got[0], stored) {
+		t.Errorf("Fetch returned\n%+v\nbut Get says\n%+v", got[0], stored)
+	}
 }

@@ -22,7 +22,7 @@ func scanJob(sc scanner) (*jobs.Job, error) {
 		updated, fin, le, cancelR int64
 	)
 	v := specVars{j: &j}
-	dest := append(v.dest(&j.Queue), &state, &updated, &fin, &j.LeaseOwner, &le, &cancelR)
+	dest := append(v.dest(), &state, &updated, &fin, &j.LeaseOwner, &le, &cancelR)
 	if err := sc.Scan(dest...); err != nil {
 		return nil, err
 	}
@@ -45,10 +45,19 @@ const specCols = `kind, payload, priority, COALESCE(idempotency_key, ''), run_at
 const jobCols = `id, queue, ` + specCols + `, state, updated_at, COALESCE(finished_at, 0),
 	COALESCE(lease_owner, ''), COALESCE(lease_expires_at, 0), cancel_requested`
 
-// fetchCols are the columns Fetch returns: the others follow from the
-// claim (queue, state running, lease, updated_at, no cancel request, not
-// finished), and reading them back would cost a fifth of Fetch.
-const fetchCols = `id, ` + specCols
+// fetchCols are the columns Fetch returns, in scanFetched's order: the
+// others follow from the claim (queue, state running, lease, updated_at,
+// no cancel request, not finished). The four texts that are nearly always
+// empty (idempotency key, group, last error, reason) come as one column,
+// NULL when all are empty, else "len,len,len,len;" and the four texts
+// (see splitTexts): reading a column back costs the writer about as much
+// as changing an index entry, and a NULL costs least.
+const fetchCols = `id, kind, payload, priority, run_at, COALESCE(deadline, 0), attempt_timeout,
+	max_attempts, backoff_min, backoff_max, cancel_group_on_failure, attempt, created_at,
+	CASE WHEN idempotency_key IS NULL AND group_name IS NULL AND last_error = '' AND reason = '' THEN NULL
+	ELSE printf('%d,%d,%d,%d;', octet_length(COALESCE(idempotency_key, '')),
+		octet_length(COALESCE(group_name, '')), octet_length(last_error), octet_length(reason))
+		|| COALESCE(idempotency_key, '') || COALESCE(group_name, '') || last_error || reason END`
 
 // specVars holds the scan targets of specCols that need converting.
 type specVars struct {
@@ -58,18 +67,12 @@ type specVars struct {
 	attemptTimeout, bmin, bmax, cancelG int64
 }
 
-// dest returns the Scan targets of the ID, the queue (unless nil) and
-// specCols.
-func (v *specVars) dest(queue *string) []any {
+// dest returns the Scan targets of the ID, the queue and specCols.
+func (v *specVars) dest() []any {
 	j := v.j
-	d := make([]any, 0, 24)
-	d = append(d, &j.ID)
-	if queue != nil {
-		d = append(d, queue)
-	}
-	return append(d, &j.Kind, &v.payload, &j.Priority, &j.IdempotencyKey, &v.runAt,
+	return []any{&j.ID, &j.Queue, &j.Kind, &v.payload, &j.Priority, &j.IdempotencyKey, &v.runAt,
 		&v.deadline, &v.attemptTimeout, &j.MaxAttempts, &v.bmin, &v.bmax,
-		&j.Group, &v.cancelG, &j.Attempt, &j.LastError, &j.Reason, &v.created)
+		&j.Group, &v.cancelG, &j.Attempt, &j.LastError, &j.Reason, &v.created}
 }
 
 // set converts the scanned values into the job.
@@ -92,11 +95,39 @@ func scanFetched(sc scanner, queue, owner string, nowNS, leaseNS int64) (*jobs.J
 		UpdatedAt: fromNanos(nowNS), LeaseExpiresAt: fromNanos(leaseNS)}
 	j.Queue = queue
 	v := specVars{j: j}
-	if err := sc.Scan(v.dest(nil)...); err != nil {
+	var texts []byte
+	if err := sc.Scan(&j.ID, &j.Kind, &v.payload, &j.Priority, &v.runAt, &v.deadline, &v.attemptTimeout,
+		&j.MaxAttempts, &v.bmin, &v.bmax, &v.cancelG, &j.Attempt, &v.created, &texts); err != nil {
 		return nil, err
 	}
 	v.set()
+	if texts != nil {
+		t, ok := splitTexts(texts)
+		if !ok {
+			return nil, fmt.Errorf("job %d: malformed texts %q", j.ID, texts)
+		}
+		j.IdempotencyKey, j.Group, j.LastError, j.Reason = t[0], t[1], t[2], t[3]
+	}
 	return j, nil
+}
+
+// splitTexts splits the texts column of fetchCols: four byte lengths,
+// comma-separated, a semicolon, then the texts back to back.
+func splitTexts(b []byte) (t [4]string, ok bool) {
+	head, rest, found := strings.Cut(string(b), ";")
+	if !found {
+		return t, false
+	}
+	for i := range t {
+		var field string
+		field, head, _ = strings.Cut(head, ",")
+		n, err := strconv.Atoi(field)
+		if err != nil || n < 0 || n > len(rest) {
+			return t, false
+		}
+		t[i], rest = rest[:n], rest[n:]
+	}
+	return t, head == "" && rest == ""
 }
 
 // attemptBits is how many low bits of a packed attempt hold the attempt

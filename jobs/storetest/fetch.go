@@ -26,6 +26,23 @@ var fetchTests = []subtest{
 			h.t.Errorf("a second Fetch claimed running job(s) %v", ids(again))
 		}
 	}},
+	{"Texts", func(h *h) {
+		// A fetched job's idempotency key, group and last error, with
+		// separators and non-ASCII letters in them, are those Get reads.
+		n := job("q")
+		n.IdempotencyKey, n.Group = "k;1,2;", ",g;ü"
+		h.enqueue1(T0, n)
+		j := h.fetch1(T0, "q", "w", time.Minute)
+		h.wantSameJob("fetched job", j, h.get(j.ID))
+		o := ok(j, jobs.Retry)
+		o.Error = "3,4;err ✗"
+		h.completeOK(at(time.Second), "w", o)
+		again := h.fetch1(at(time.Second), "q", "w", time.Minute)
+		if again.LastError != o.Error || again.IdempotencyKey != n.IdempotencyKey || again.Group != n.Group {
+			h.t.Errorf("refetched job = %s, key %q, group %q", show(again), again.IdempotencyKey, again.Group)
+		}
+		h.wantSameJob("refetched job", again, h.get(j.ID))
+	}},
 	{"Order", func(h *h) {
 		// Highest priority first, then oldest RunAt, then lowest ID.
 		mk := func(kind string, prio int, runAt time.Duration) jobs.NewJob {
