@@ -544,27 +544,59 @@ func TestFetchCanceledClaimsNothing(t *testing.T) {
 	t.Logf("%d of %d fetches were canceled; none claimed a job", failed, rounds)
 }
 
-func TestSplitTexts(t *testing.T) {
+func TestSplitExtras(t *testing.T) {
+	six := [6]int64{-9223372036854775808, 1, 0, 9223372036854775807, 5, -1}
 	for _, c := range []struct {
 		in   string
+		n    [6]int64
 		want [4]string
 		ok   bool
 	}{
-		{"0,0,0,0;", [4]string{}, true},
-		{"1,3,0,3;kg;ü;,", [4]string{"k", "g;\xc3", "", "\xbc;,"}, true},
-		{"3,0,0,1;a,bc", [4]string{"a,b", "", "", "c"}, true},
-		{"1,1,1,1;abc", [4]string{}, false},    // too short
-		{"1,1,1,1;abcde", [4]string{}, false},  // too long
-		{"1,1,1;abc", [4]string{}, false},      // three lengths
-		{"1,1,1,1,0;abcd", [4]string{}, false}, // five lengths
-		{"x,0,0,0;", [4]string{}, false},
-		{"-1,0,0,0;", [4]string{}, false},
-		{"0,0,0,0", [4]string{}, false},
-		{"", [4]string{}, false},
+		{"0,0,0,0,0,0,0,0,0,0;", [6]int64{}, [4]string{}, true},
+		{"-9223372036854775808,1,0,9223372036854775807,5,-1,1,3,0,3;kg;ü;,", six, [4]string{"k", "g;\xc3", "", "\xbc;,"}, true},
+		{"0,0,0,0,0,0,3,0,0,1;a,bc", [6]int64{}, [4]string{"a,b", "", "", "c"}, true},
+		{"0,0,0,0,0,0,1,1,1,1;abc", [6]int64{}, [4]string{}, false},                // too short
+		{"0,0,0,0,0,0,1,1,1,1;abcde", [6]int64{}, [4]string{}, false},              // too long
+		{"0,0,0,0,0,0,1,1,1;abc", [6]int64{}, [4]string{}, false},                  // nine fields
+		{"0,0,0,0,0,0,1,1,1,1,0;abcd", [6]int64{}, [4]string{}, false},             // eleven
+		{"0,0,0,0,0,0,x,0,0,0;", [6]int64{}, [4]string{}, false},                   // not a number
+		{"0,0,0,0,0,0,-1,0,0,0;", [6]int64{}, [4]string{}, false},                  // negative length
+		{"9223372036854775808,0,0,0,0,0,0,0,0,0;", [6]int64{}, [4]string{}, false}, // overflow
+		{"0,0,0,0,0,0,0,0,0,0", [6]int64{}, [4]string{}, false},                    // no semicolon
+		{"", [6]int64{}, [4]string{}, false},
 	} {
-		got, ok := splitTexts([]byte(c.in))
-		if ok != c.ok || (ok && got != c.want) {
-			t.Errorf("splitTexts(%q) = %q, %v; want %q, %v", c.in, got, ok, c.want, c.ok)
+		n, got, ok := splitExtras([]byte(c.in))
+		if ok != c.ok || (ok && (got != c.want || n != c.n)) {
+			t.Errorf("splitExtras(%q) = %v, %q, %v; want %v, %q, %v", c.in, n, got, ok, c.n, c.want, c.ok)
+		}
+	}
+}
+
+// A fetched job whose settings are not the defaults reads them from the
+// extras column.
+func TestFetchNonDefaults(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, Config{})
+	in := mustEnqueue(t, s, t0, "q",
+		jobs.NewJob{Kind: "a"},
+		jobs.NewJob{Kind: "b", Deadline: t0.Add(time.Hour)},
+		jobs.NewJob{Kind: "c", CancelGroupOnFailure: true, Group: "g"},
+		jobs.NewJob{Kind: "d", AttemptTimeout: time.Second},
+		jobs.NewJob{Kind: "e", MaxAttempts: 1},
+		jobs.NewJob{Kind: "f", BackoffMin: 2 * time.Second},
+		jobs.NewJob{Kind: "g", BackoffMax: time.Hour},
+		jobs.NewJob{Kind: "h", MaxAttempts: 1 << 30, AttemptTimeout: 1<<63 - 1, Deadline: time.Date(2262, 1, 1, 0, 0, 0, 0, time.UTC)})
+	got, err := s.Fetch(ctx, t0, "q", "w", 100, time.Minute)
+	if err != nil || len(got) != len(in) {
+		t.Fatalf("Fetch = %d jobs, %v; want %d", len(got), err, len(in))
+	}
+	for _, j := range got {
+		stored, err := s.Get(ctx, j.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(j, stored) {
+			t.Errorf("Fetch returned\n%+v\nbut Get says\n%+v", j, stored)
 		}
 	}
 }

@@ -47,16 +47,23 @@ const jobCols = `id, queue, ` + specCols + `, state, updated_at, COALESCE(finish
 
 // fetchCols are the columns Fetch returns, in scanFetched's order: the
 // others follow from the claim (queue, state running, lease, updated_at,
-// no cancel request, not finished). The four texts that are nearly always
-// empty (idempotency key, group, last error, reason) come as one column,
-// NULL when all are empty, else "len,len,len,len;" and the four texts
-// (see splitTexts): reading a column back costs the writer about as much
-// as changing an index entry, and a NULL costs least.
-const fetchCols = `id, kind, payload, priority, run_at, COALESCE(deadline, 0), attempt_timeout,
-	max_attempts, backoff_min, backoff_max, cancel_group_on_failure, attempt, created_at,
-	CASE WHEN idempotency_key IS NULL AND group_name IS NULL AND last_error = '' AND reason = '' THEN NULL
-	ELSE printf('%d,%d,%d,%d;', octet_length(COALESCE(idempotency_key, '')),
-		octet_length(COALESCE(group_name, '')), octet_length(last_error), octet_length(reason))
+// no cancel request, not finished). The ten that nearly always hold their
+// defaults (deadline, cancel-group-on-failure, attempt timeout, max
+// attempts, backoff min and max, idempotency key, group, last error,
+// reason) come as one column, NULL when all do, else six integers and
+// four byte lengths, comma-separated, a semicolon, and the four texts back
+// to back (see splitExtras): reading a column back costs the writer about
+// as much as changing an index entry, and a NULL costs least.
+var fetchCols = `id, kind, payload, priority, run_at, attempt, created_at,
+	CASE WHEN deadline IS NULL AND cancel_group_on_failure = 0 AND attempt_timeout = 0
+		AND max_attempts = ` + strconv.Itoa(jobs.DefaultAttempts) + `
+		AND backoff_min = ` + strconv.FormatInt(int64(jobs.DefaultBackoffMin), 10) + `
+		AND backoff_max = ` + strconv.FormatInt(int64(jobs.DefaultBackoffMax), 10) + `
+		AND idempotency_key IS NULL AND group_name IS NULL AND last_error = '' AND reason = '' THEN NULL
+	ELSE printf('%d,%d,%d,%d,%d,%d,%d,%d,%d,%d;', COALESCE(deadline, 0), cancel_group_on_failure,
+		attempt_timeout, max_attempts, backoff_min, backoff_max,
+		octet_length(COALESCE(idempotency_key, '')), octet_length(COALESCE(group_name, '')),
+		octet_length(last_error), octet_length(reason))
 		|| COALESCE(idempotency_key, '') || COALESCE(group_name, '') || last_error || reason END`
 
 // specVars holds the scan targets of specCols that need converting.
@@ -94,40 +101,59 @@ func scanFetched(sc scanner, queue, owner string, nowNS, leaseNS int64) (*jobs.J
 	j := &jobs.Job{State: jobs.StateRunning, LeaseOwner: owner,
 		UpdatedAt: fromNanos(nowNS), LeaseExpiresAt: fromNanos(leaseNS)}
 	j.Queue = queue
-	v := specVars{j: j}
-	var texts []byte
-	if err := sc.Scan(&j.ID, &j.Kind, &v.payload, &j.Priority, &v.runAt, &v.deadline, &v.attemptTimeout,
-		&j.MaxAttempts, &v.bmin, &v.bmax, &v.cancelG, &j.Attempt, &v.created, &texts); err != nil {
+	var (
+		payload, extras []byte
+		runAt, created  int64
+	)
+	if err := sc.Scan(&j.ID, &j.Kind, &payload, &j.Priority, &runAt, &j.Attempt, &created, &extras); err != nil {
 		return nil, err
 	}
-	v.set()
-	if texts != nil {
-		t, ok := splitTexts(texts)
-		if !ok {
-			return nil, fmt.Errorf("job %d: malformed texts %q", j.ID, texts)
-		}
-		j.IdempotencyKey, j.Group, j.LastError, j.Reason = t[0], t[1], t[2], t[3]
+	j.Payload = json.RawMessage(payload)
+	j.RunAt = fromNanos(runAt)
+	j.CreatedAt = fromNanos(created)
+	if extras == nil {
+		j.MaxAttempts, j.BackoffMin, j.BackoffMax = jobs.DefaultAttempts, jobs.DefaultBackoffMin, jobs.DefaultBackoffMax
+		return j, nil
 	}
+	n, t, ok := splitExtras(extras)
+	if !ok {
+		return nil, fmt.Errorf("job %d: malformed extras %q", j.ID, extras)
+	}
+	j.Deadline = fromNanos(n[0])
+	j.CancelGroupOnFailure = n[1] != 0
+	j.AttemptTimeout = time.Duration(n[2])
+	j.MaxAttempts = int(n[3])
+	j.BackoffMin = time.Duration(n[4])
+	j.BackoffMax = time.Duration(n[5])
+	j.IdempotencyKey, j.Group, j.LastError, j.Reason = t[0], t[1], t[2], t[3]
 	return j, nil
 }
 
-// splitTexts splits the texts column of fetchCols: four byte lengths,
-// comma-separated, a semicolon, then the texts back to back.
-func splitTexts(b []byte) (t [4]string, ok bool) {
+// splitExtras splits the extras column of fetchCols: six integers and
+// four byte lengths, comma-separated, a semicolon, then the four texts
+// back to back.
+func splitExtras(b []byte) (n [6]int64, t [4]string, ok bool) {
 	head, rest, found := strings.Cut(string(b), ";")
 	if !found {
-		return t, false
+		return n, t, false
 	}
-	for i := range t {
+	for i := range 10 {
 		var field string
 		field, head, _ = strings.Cut(head, ",")
-		n, err := strconv.Atoi(field)
-		if err != nil || n < 0 || n > len(rest) {
-			return t, false
+		v, err := strconv.ParseInt(field, 10, 64)
+		if err != nil {
+			return n, t, false
 		}
-		t[i], rest = rest[:n], rest[n:]
+		if i < len(n) {
+			n[i] = v
+			continue
+		}
+		if v < 0 || v > int64(len(rest)) {
+			return n, t, false
+		}
+		t[i-len(n)], rest = rest[:v], rest[v:]
 	}
-	return t, head == "" && rest == ""
+	return n, t, head == "" && rest == ""
 }
 
 // attemptBits is how many low bits of a packed attempt hold the attempt
