@@ -38,11 +38,12 @@
 // waiting jobs, which it seeks once per priority, so jobs scheduled for
 // later cost nothing; it reads back 8 columns: those the claim does not
 // determine, with the ten that nearly always hold their defaults packed in
-// one that is NULL when they do. Complete applies a batch in one transaction (two when some
-// Succeeded outcome of a batch was fenced off): the Succeeded outcomes in
-// one statement (each attempt packed in one integer of a JSON array), the
-// others one prepared statement each. Heartbeat and Enqueue
-// run a batch in one transaction with prepared statements. The queue's
+// one that is NULL when they do. Complete applies a batch in one
+// transaction (two when some Succeeded outcome of a batch was fenced off):
+// the Succeeded outcomes in one statement (each attempt packed in one
+// integer of a JSON array), the others one prepared statement each.
+// Heartbeat and Enqueue run a batch in one transaction with prepared
+// statements. The queue's
 // count of waiting jobs is kept in its row (by triggers, which Fetch and
 // Succeeded outcomes do not fire, and by Fetch itself, once per batch), so
 // the capacity check of Enqueue costs O(1) however full the queue is.
@@ -118,7 +119,8 @@ var _ jobs.Store = (*Store)(nil)
 
 // Open opens (creating it if needed) the database file at path, creates or
 // migrates its schema, and returns a Store. path must name a file (not
-// ":memory:") and must not contain '?'.
+// ":memory:") and must not contain '?'. A database created elsewhere with
+// a text encoding other than UTF-8 is refused.
 func Open(ctx context.Context, path string, cfg Config) (*Store, error) {
 	if path == "" || strings.ContainsRune(path, '?') || strings.HasPrefix(path, ":memory:") || strings.HasPrefix(path, "file:") {
 		return nil, fmt.Errorf("sqlitestore: open: path %q must be a plain file path", path)
@@ -166,6 +168,10 @@ func Open(ctx context.Context, path string, cfg Config) (*Store, error) {
 	defer cancel()
 	// The writer opens (and converts to WAL, creates the schema) first, so
 	// that readers find a WAL database with tables.
+	if err := checkEncoding(cctx, w); err != nil {
+		w.Close()
+		return nil, fmt.Errorf("sqlitestore: open: %w", err)
+	}
 	if err := migrate(cctx, w); err != nil {
 		w.Close()
 		return nil, s.wrap(cctx, "open", err)
@@ -189,6 +195,20 @@ func Open(ctx context.Context, path string, cfg Config) (*Store, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// checkEncoding refuses a database whose text encoding is not UTF-8 (one
+// created elsewhere with PRAGMA encoding = 'UTF-16'): Fetch reads byte
+// lengths that SQLite counts in the file's encoding (see fetchCols).
+func checkEncoding(ctx context.Context, db *sql.DB) error {
+	var enc string
+	if err := db.QueryRowContext(ctx, `PRAGMA encoding`).Scan(&enc); err != nil {
+		return err
+	}
+	if enc != "UTF-8" {
+		return fmt.Errorf("the database's text encoding is %s; this store needs UTF-8", enc)
+	}
+	return nil
 }
 
 // Close closes the database after the calls in progress have returned

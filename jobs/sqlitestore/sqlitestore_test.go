@@ -562,6 +562,9 @@ func TestSplitExtras(t *testing.T) {
 		{"0,0,0,0,0,0,x,0,0,0;", [6]int64{}, [4]string{}, false},                   // not a number
 		{"0,0,0,0,0,0,-1,0,0,0;", [6]int64{}, [4]string{}, false},                  // negative length
 		{"9223372036854775808,0,0,0,0,0,0,0,0,0;", [6]int64{}, [4]string{}, false}, // overflow
+		{"0,0,0,0,0,0,0,0,0,0,;", [6]int64{}, [4]string{}, false},                  // trailing comma
+		{"+0,0,0,0,0,0,0,0,0,0;", [6]int64{}, [4]string{}, false},                  // plus sign
+		{"0,0,0,0,0,,0,0,0,0;", [6]int64{}, [4]string{}, false},                    // empty field
 		{"0,0,0,0,0,0,0,0,0,0", [6]int64{}, [4]string{}, false},                    // no semicolon
 		{"", [6]int64{}, [4]string{}, false},
 	} {
@@ -621,5 +624,63 @@ func TestFetchReason(t *testing.T) {
 	}
 	if got[0].Reason != "why; 1,2 ✓" || !reflect.DeepEqual(got[0], stored) {
 		t.Errorf("Fetch returned\n%+v\nbut Get says\n%+v", got[0], stored)
+	}
+}
+
+// A database file created elsewhere in UTF-16 is refused with a clear
+// error (Fetch reads byte lengths SQLite counts in the file's encoding).
+func TestOpenRefusesUTF16(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "utf16.db")
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(`PRAGMA encoding = 'UTF-16le'; CREATE TABLE x (a TEXT)`); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	s, err := Open(context.Background(), path, Config{})
+	if err == nil {
+		s.Close()
+		t.Fatal("Open accepted a UTF-16 database")
+	}
+	if !strings.Contains(err.Error(), "UTF-16le") {
+		t.Errorf("Open error = %v, want it to name the encoding", err)
+	}
+}
+
+// A row whose extras column this build cannot decode (here one SQLite
+// would never write) is read from its columns: the claim neither fails nor
+// differs from Get.
+func TestFetchOddExtras(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, Config{})
+	in := mustEnqueue(t, s, t0, "q", jobs.NewJob{Kind: "a", Group: "g", Priority: 9}, jobs.NewJob{Kind: "b"})
+	// Make Fetch's extras expression produce something malformed for the
+	// first job only: a group name of the wrong length is not possible,
+	// so swap the statement for one that returns a bad column.
+	bad := strings.Replace(sqlFetch, "ELSE printf('%d,", "ELSE printf('x%d,", 1)
+	if bad == sqlFetch {
+		t.Fatal("sqlFetch no longer has the expected printf")
+	}
+	stmt, err := s.w.Prepare(bad)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := s.stmts.fetch
+	s.stmts.fetch = stmt
+	defer func() { s.stmts.fetch = old; stmt.Close() }()
+	got, err := s.Fetch(ctx, t0, "q", "w", 10, time.Minute)
+	if err != nil || len(got) != len(in) {
+		t.Fatalf("Fetch = %d jobs, %v; want %d", len(got), err, len(in))
+	}
+	for _, j := range got {
+		stored, err := s.Get(ctx, j.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(j, stored) {
+			t.Errorf("Fetch returned\n%+v\nbut Get says\n%+v", j, stored)
+		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -53,7 +54,9 @@ const jobCols = `id, queue, ` + specCols + `, state, updated_at, COALESCE(finish
 // reason) come as one column, NULL when all do, else six integers and
 // four byte lengths, comma-separated, a semicolon, and the four texts back
 // to back (see splitExtras): reading a column back costs the writer about
-// as much as changing an index entry, and a NULL costs least.
+// as much as changing an index entry, and a NULL costs least. The lengths
+// are UTF-8 byte counts because Open refuses a database in another text
+// encoding; a row that does not decode is read from its columns instead.
 var fetchCols = `id, kind, payload, priority, run_at, attempt, created_at,
 	CASE WHEN deadline IS NULL AND cancel_group_on_failure = 0 AND attempt_timeout = 0
 		AND max_attempts = ` + strconv.Itoa(jobs.DefaultAttempts) + `
@@ -96,8 +99,11 @@ func (v *specVars) set() {
 }
 
 // scanFetched reads one row of fetchCols, a job Fetch claimed for owner
-// at nowNS until leaseNS, of queue.
-func scanFetched(sc scanner, queue, owner string, nowNS, leaseNS int64) (*jobs.Job, error) {
+// at nowNS until leaseNS, of queue. It reports false, with the job's ID
+// set, when the extras column is not one this build can decode (or holds a
+// max attempts beyond int); the caller then reads the job with scanJob,
+// so that one odd row neither fails the claim nor differs from Get.
+func scanFetched(sc scanner, queue, owner string, nowNS, leaseNS int64) (*jobs.Job, bool, error) {
 	j := &jobs.Job{State: jobs.StateRunning, LeaseOwner: owner,
 		UpdatedAt: fromNanos(nowNS), LeaseExpiresAt: fromNanos(leaseNS)}
 	j.Queue = queue
@@ -106,18 +112,18 @@ func scanFetched(sc scanner, queue, owner string, nowNS, leaseNS int64) (*jobs.J
 		runAt, created  int64
 	)
 	if err := sc.Scan(&j.ID, &j.Kind, &payload, &j.Priority, &runAt, &j.Attempt, &created, &extras); err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	j.Payload = json.RawMessage(payload)
 	j.RunAt = fromNanos(runAt)
 	j.CreatedAt = fromNanos(created)
 	if extras == nil {
 		j.MaxAttempts, j.BackoffMin, j.BackoffMax = jobs.DefaultAttempts, jobs.DefaultBackoffMin, jobs.DefaultBackoffMax
-		return j, nil
+		return j, true, nil
 	}
 	n, t, ok := splitExtras(extras)
-	if !ok {
-		return nil, fmt.Errorf("job %d: malformed extras %q", j.ID, extras)
+	if !ok || n[3] < math.MinInt || n[3] > math.MaxInt {
+		return j, false, nil
 	}
 	j.Deadline = fromNanos(n[0])
 	j.CancelGroupOnFailure = n[1] != 0
@@ -126,7 +132,7 @@ func scanFetched(sc scanner, queue, owner string, nowNS, leaseNS int64) (*jobs.J
 	j.BackoffMin = time.Duration(n[4])
 	j.BackoffMax = time.Duration(n[5])
 	j.IdempotencyKey, j.Group, j.LastError, j.Reason = t[0], t[1], t[2], t[3]
-	return j, nil
+	return j, true, nil
 }
 
 // splitExtras splits the extras column of fetchCols: six integers and
@@ -139,7 +145,10 @@ func splitExtras(b []byte) (n [6]int64, t [4]string, ok bool) {
 	}
 	for i := range 10 {
 		var field string
-		field, head, _ = strings.Cut(head, ",")
+		field, head, found = strings.Cut(head, ",")
+		if found == (i == 9) || !decimal(field) {
+			return n, t, false
+		}
 		v, err := strconv.ParseInt(field, 10, 64)
 		if err != nil {
 			return n, t, false
@@ -153,7 +162,22 @@ func splitExtras(b []byte) (n [6]int64, t [4]string, ok bool) {
 		}
 		t[i-len(n)], rest = rest[:v], rest[v:]
 	}
-	return n, t, head == "" && rest == ""
+	return n, t, rest == ""
+}
+
+// decimal reports whether s is an integer as SQLite's printf("%d") writes
+// one: an optional minus sign and at least one digit.
+func decimal(s string) bool {
+	s = strings.TrimPrefix(s, "-")
+	if s == "" {
+		return false
+	}
+	for _, c := range []byte(s) {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 // attemptBits is how many low bits of a packed attempt hold the attempt

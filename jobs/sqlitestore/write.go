@@ -206,10 +206,14 @@ func (s *Store) Fetch(ctx context.Context, now time.Time, queue, owner string, l
 			return err
 		}
 		defer rows.Close()
+		var odd []int // indexes in out of jobs scanFetched could not decode
 		for rows.Next() {
-			j, err := scanFetched(rows, queue, owner, nowNS, leaseNS)
+			j, ok, err := scanFetched(rows, queue, owner, nowNS, leaseNS)
 			if err != nil {
 				return err
+			}
+			if !ok {
+				odd = append(odd, len(out))
 			}
 			out = append(out, j)
 		}
@@ -221,6 +225,13 @@ func (s *Store) Fetch(ctx context.Context, now time.Time, queue, owner string, l
 		}
 		if len(out) == 0 {
 			return nil
+		}
+		for _, i := range odd {
+			j, err := scanJob(tx.QueryRowContext(ctx, `SELECT `+jobCols+` FROM jobs WHERE id = ?1`, out[i].ID))
+			if err != nil {
+				return fmt.Errorf("job %d: %w", out[i].ID, err)
+			}
+			out[i] = j
 		}
 		// The waiting counter's trigger does not fire for Fetch (see
 		// schema steps 2 and 3): one update for the whole batch.
