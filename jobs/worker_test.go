@@ -31,12 +31,19 @@ func openStore(t *testing.T) *sqlitestore.Store {
 	return st
 }
 
-// fastWorker returns worker settings that make tests quick: short leases,
-// heartbeats and polls.
+// fastWorker returns worker settings that make tests quick: frequent
+// heartbeats, polls and maintenance.
 func fastWorker(queues ...string) jobs.WorkerConfig {
 	return jobs.WorkerConfig{
-		Queues:              queues,
-		Lease:               600 * time.Millisecond,
+		Queues: queues,
+		// Heartbeats as often as a 600ms lease would have them, but a
+		// lease long enough that a fetch held up on a loaded CI machine
+		// (its lease counts from before the call) cannot expire before the
+		// job's first heartbeat: TestWorkerRetriesWithBackoffThenFails
+		// once saw its last attempt recovered that way. Tests about lease
+		// expiry set their own.
+		Lease:               3 * time.Second,
+		HeartbeatInterval:   200 * time.Millisecond,
 		PollInterval:        2 * time.Millisecond,
 		MaxPollInterval:     20 * time.Millisecond,
 		MaintenanceInterval: 50 * time.Millisecond,
@@ -636,6 +643,7 @@ func TestWorkerRefusedOutcome(t *testing.T) {
 	bad := res[4].Job
 	st.bad.Store(bad.ID)
 	cfg := fastWorker()
+	cfg.Lease = 600 * time.Millisecond
 	cfg.FlushDelay = 50 * time.Millisecond // all nine outcomes in one batch
 	w := startWorker(t, st, reg, cfg)
 	for i, r := range res {
