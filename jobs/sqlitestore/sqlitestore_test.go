@@ -593,15 +593,7 @@ func TestFetchNonDefaults(t *testing.T) {
 	if err != nil || len(got) != len(in) {
 		t.Fatalf("Fetch = %d jobs, %v; want %d", len(got), err, len(in))
 	}
-	for _, j := range got {
-		stored, err := s.Get(ctx, j.ID)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !reflect.DeepEqual(j, stored) {
-			t.Errorf("Fetch returned\n%+v\nbut Get says\n%+v", j, stored)
-		}
-	}
+	wantAsStored(t, s, got)
 }
 
 // A waiting job with a reason (Fetch's texts column carries it too; the
@@ -618,13 +610,10 @@ func TestFetchReason(t *testing.T) {
 	if err != nil || len(got) != 1 {
 		t.Fatalf("Fetch = %v, %v", got, err)
 	}
-	stored, err := s.Get(ctx, got[0].ID)
-	if err != nil {
-		t.Fatal(err)
+	if got[0].Reason != "why; 1,2 ✓" {
+		t.Errorf("fetched Reason = %q", got[0].Reason)
 	}
-	if got[0].Reason != "why; 1,2 ✓" || !reflect.DeepEqual(got[0], stored) {
-		t.Errorf("Fetch returned\n%+v\nbut Get says\n%+v", got[0], stored)
-	}
+	wantAsStored(t, s, got)
 }
 
 // A database file created elsewhere in UTF-16 is refused with a clear
@@ -674,8 +663,15 @@ func TestFetchOddExtras(t *testing.T) {
 	if err != nil || len(got) != len(in) {
 		t.Fatalf("Fetch = %d jobs, %v; want %d", len(got), err, len(in))
 	}
-	for _, j := range got {
-		stored, err := s.Get(ctx, j.ID)
+	wantAsStored(t, s, got)
+}
+
+// wantAsStored fails t for each fetched job that differs from what Get
+// returns for it.
+func wantAsStored(t *testing.T, s *Store, fetched []*jobs.Job) {
+	t.Helper()
+	for _, j := range fetched {
+		stored, err := s.Get(context.Background(), j.ID)
 		if err != nil {
 			t.Fatal(err)
 		}
