@@ -310,32 +310,22 @@ func (s *Store) RecoverLeases(ctx context.Context, now time.Time) (int, error) {
 // ExpireDue implements jobs.Store. Cost: one statement, served by an index
 // on waiting jobs' deadlines.
 func (s *Store) ExpireDue(ctx context.Context, now time.Time) (int, error) {
-	const op = "expire"
-	ctx, cancel, err := s.begin(ctx, op)
-	if err != nil {
-		return 0, err
-	}
-	defer cancel()
-	var n int64
-	err = s.retry(ctx, op, func(ctx context.Context) error {
-		tag, err := s.pool.Exec(ctx, s.q.expire, nanos(now))
-		n = tag.RowsAffected()
-		return err
-	})
-	if err != nil {
-		return 0, s.wrap(ctx, op, err)
-	}
-	return int(n), nil
+	return s.execCount(ctx, "expire", s.q.expire, nanos(now))
 }
 
 // DeleteFinished implements jobs.Store. It walks each queue's finished
 // jobs through the jobs_finished index, oldest first, and skips rows
 // locked by another transaction. Cost: one statement.
 func (s *Store) DeleteFinished(ctx context.Context, now, before time.Time, limit int) (int, error) {
-	const op = "delete finished"
 	if limit <= 0 {
 		return 0, nil
 	}
+	return s.execCount(ctx, "delete finished", s.q.deleteFinished, nanos(before), int64(limit), nanos(now))
+}
+
+// execCount runs the call op, one statement (retried as retry allows), and
+// returns how many rows it changed.
+func (s *Store) execCount(ctx context.Context, op, query string, args ...any) (int, error) {
 	ctx, cancel, err := s.begin(ctx, op)
 	if err != nil {
 		return 0, err
@@ -343,7 +333,7 @@ func (s *Store) DeleteFinished(ctx context.Context, now, before time.Time, limit
 	defer cancel()
 	var n int64
 	err = s.retry(ctx, op, func(ctx context.Context) error {
-		tag, err := s.pool.Exec(ctx, s.q.deleteFinished, nanos(before), int64(limit), nanos(now))
+		tag, err := s.pool.Exec(ctx, query, args...)
 		n = tag.RowsAffected()
 		return err
 	})

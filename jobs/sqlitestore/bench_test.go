@@ -26,14 +26,14 @@ var (
 // On the shared 2-vCPU dev machine (AMD EPYC), Go 1.26.8,
 // modernc.org/sqlite v1.62.0. The host's speed varies by more than the
 // changes measured here (Enqueue, whose code did not change between the
-// two runs below, went from 61,800 to 102,000 jobs/s), so compare builds
+// two runs below, went from 61,800 to 103,200 jobs/s), so compare builds
 // only side by side, alternating:
 //
 //	go test -run='^$' -bench=FetchComplete -benchtime=3x -count=5 ./jobs/sqlitestore/
 //	  commit 4c09a45, load 0.1-1.4: Enqueue 58,600-63,200 jobs/s (median
 //	  61,800), FetchComplete 51,200-66,500 (median 61,100);
 //	  commit 6fd2f7c, a faster hour: Enqueue 95,100-105,800 (median
-//	  102,200), FetchComplete 89,000-94,900 (median 93,700)
+//	  103,200), FetchComplete 89,000-94,900 (median 93,700)
 //	go test -run='^$' -bench=FetchComplete/FetchComplete -benchtime=1x -count=3 ./jobs/sqlitestore/ -args -benchjobs=200000 -benchbatch=500
 //	  200,000 jobs, batch 500: 56,600-65,800 jobs/s (4c09a45),
 //	  88,200-91,600 (6fd2f7c, the faster hour)

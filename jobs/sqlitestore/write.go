@@ -613,23 +613,9 @@ func (s *Store) RecoverLeases(ctx context.Context, now time.Time) (int, error) {
 // ExpireDue implements jobs.Store. Cost: one statement, served by an index
 // on waiting jobs' deadlines.
 func (s *Store) ExpireDue(ctx context.Context, now time.Time) (int, error) {
-	const op = "expire"
-	ctx, cancel, err := s.begin(ctx, op)
-	if err != nil {
-		return 0, err
-	}
-	defer cancel()
-	res, err := s.w.ExecContext(ctx, `UPDATE jobs SET state = 'expired',
+	return s.execCount(ctx, "expire", `UPDATE jobs SET state = 'expired',
 		reason = 'deadline passed before the job could run', finished_at = ?1, updated_at = ?1
 		WHERE state = 'waiting' AND deadline IS NOT NULL AND deadline <= ?1`, nanos(now))
-	if err != nil {
-		return 0, s.wrap(ctx, op, err)
-	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		return 0, s.wrap(ctx, op, err)
-	}
-	return int(n), nil
 }
 
 // DeleteFinished implements jobs.Store. It walks each queue's finished
@@ -639,22 +625,27 @@ func (s *Store) ExpireDue(ctx context.Context, now time.Time) (int, error) {
 // statement in one write transaction; limit bounds how long it holds the
 // writer.
 func (s *Store) DeleteFinished(ctx context.Context, now, before time.Time, limit int) (int, error) {
-	const op = "delete finished"
 	if limit <= 0 {
 		return 0, nil
 	}
-	ctx, cancel, err := s.begin(ctx, op)
-	if err != nil {
-		return 0, err
-	}
-	defer cancel()
-	res, err := s.w.ExecContext(ctx, `DELETE FROM jobs WHERE id IN (
+	return s.execCount(ctx, "delete finished", `DELETE FROM jobs WHERE id IN (
 		SELECT j.id FROM queues q CROSS JOIN jobs j
 		WHERE j.queue = q.name AND j.finished_at IS NOT NULL
 			AND j.finished_at < min(?1, ?3 - q.idempotency_window)
 			AND j.state IN ('succeeded', 'failed', 'canceled', 'expired', 'shed')
 			AND j.id < (SELECT max(id) FROM jobs)
 		LIMIT ?2)`, nanos(before), limit, nanos(now))
+}
+
+// execCount runs the call op, one statement on the writer, and returns
+// how many rows it changed.
+func (s *Store) execCount(ctx context.Context, op, query string, args ...any) (int, error) {
+	ctx, cancel, err := s.begin(ctx, op)
+	if err != nil {
+		return 0, err
+	}
+	defer cancel()
+	res, err := s.w.ExecContext(ctx, query, args...)
 	if err != nil {
 		return 0, s.wrap(ctx, op, err)
 	}
