@@ -64,6 +64,8 @@
 // Submit allocates the *Task handle and nothing else when the submitter's
 // context has no Done channel; a cancelable context costs a few more
 // allocations (the task's derived context and the queue expiry). A refusal
-// costs one allocation (the *RejectError). See docs/benchmarks.md for
+// costs one allocation (the *RejectError). Go and GoOpts with a background
+// context and no MaxQueueWait allocate nothing. Queues are ring buffers
+// that grow by doubling (amortized, not per task). See docs/benchmarks.md for
 // measured figures beside other pools.
 package workpool

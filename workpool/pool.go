@@ -63,7 +63,7 @@ type Pool struct {
 	queueSize int              // guarded by mu
 	live      int              // guarded by mu; worker goroutines alive
 	idle      []*worker        // guarded by mu; parked workers, LIFO
-	queues    [numClasses]list // guarded by mu; one FIFO per class
+	queues    [numClasses]ring // guarded by mu; one FIFO per class
 	queued    int              // guarded by mu; sum of queues' lengths
 	pending   list             // guarded by mu; Wait submitters, FIFO
 	running   int              // guarded by mu; tasks taken by workers
@@ -82,10 +82,10 @@ type Pool struct {
 }
 
 // worker is a parked worker's mailbox. wake has a buffer of one and exactly
-// one sender: whoever pops the worker from idle under mu. A nil task means
-// exit. Nobody closes it.
+// one sender: whoever pops the worker from idle under mu. The zero entry
+// means exit. Nobody closes it.
 type worker struct {
-	wake chan *Task
+	wake chan entry
 }
 
 // New returns a pool. It starts no goroutine until work arrives.
@@ -139,8 +139,12 @@ func (p *Pool) SubmitOpts(ctx context.Context, o Options, fn func(context.Contex
 
 // Go runs fn on the pool like Submit, for callers that need no handle: the
 // outcome goes only to Hooks and Stats. When ctx is context.Background()
-// or context.TODO() and no MaxQueueWait applies, the pool recycles the
-// task's memory, so Go allocates nothing. Refusals are as for Submit.
+// or context.TODO() and no MaxQueueWait applies, Go allocates nothing
+// beyond the queue's amortized growth: in a pool without OnStart, OnFinish
+// or OnReject hooks and without CoDel (and, for GoOpts, with no Tag) the
+// task travels as its func and class alone, with no Task record, and
+// otherwise the pool recycles the task's memory. Refusals are as for
+// Submit.
 func (p *Pool) Go(ctx context.Context, fn func(context.Context) error) error {
 	_, err := p.submit(ctx, Options{}, fn, true)
 	return err
@@ -154,7 +158,9 @@ func (p *Pool) GoOpts(ctx context.Context, o Options, fn func(context.Context) e
 
 // taskPool recycles the tasks of Go whose memory nobody else can hold: no
 // handle was returned, no expiry closure refers to them, and fn ran with
-// the pool's context rather than the task itself.
+// the pool's context rather than the task itself. Light tasks (see entry)
+// need none, so it serves the tasks of Go in timed pools, with a Tag, or
+// parked by the Wait policy.
 var taskPool = sync.Pool{New: func() any { return new(Task) }}
 
 func (p *Pool) submit(ctx context.Context, o Options, fn func(context.Context) error, noHandle bool) (*Task, error) {
@@ -168,6 +174,12 @@ func (p *Pool) submit(ctx context.Context, o Options, fn func(context.Context) e
 	if o.MaxQueueWait != 0 {
 		maxQWait = max(o.MaxQueueWait, 0)
 	}
+	if noHandle && maxQWait == 0 && o.Tag == nil && !p.timed && isBackground(ctx) {
+		if err := p.goLight(ctx, o, fn); err != nil {
+			return nil, err
+		}
+		return nil, nil
+	}
 	// Tasks come from taskPool; they go back to it when they were refused
 	// (nobody ever saw them) or, for Go, once they ran (see finish).
 	t := taskPool.Get().(*Task)
@@ -176,7 +188,7 @@ func (p *Pool) submit(ctx context.Context, o Options, fn func(context.Context) e
 	t.cancelable = !t.recycle && ctx.Done() != nil
 	if ctx.Err() != nil {
 		p.mu.Lock()
-		err := p.refuseLocked(t, ReasonExpired, context.Cause(ctx))
+		err := p.refuseLocked(ReasonExpired, context.Cause(ctx))
 		p.mu.Unlock()
 		p.refused(t, err)
 		return nil, err
@@ -184,7 +196,7 @@ func (p *Pool) submit(ctx context.Context, o Options, fn func(context.Context) e
 
 	p.mu.Lock()
 	if p.closing {
-		err := p.refuseLocked(t, ReasonClosed, nil)
+		err := p.refuseLocked(ReasonClosed, nil)
 		p.mu.Unlock()
 		p.refused(t, err)
 		return nil, err
@@ -195,14 +207,14 @@ func (p *Pool) submit(ctx context.Context, o Options, fn func(context.Context) e
 		p.idle = p.idle[:n-1]
 		p.takeLocked(t)
 		p.mu.Unlock()
-		w.wake <- t
+		w.wake <- entry{t: t, prio: t.prio}
 		return t, nil
 	}
 	if p.live < p.workers {
 		p.live++
 		p.takeLocked(t)
 		p.mu.Unlock()
-		go p.work(t)
+		go p.work(entry{t: t, prio: t.prio})
 		return t, nil
 	}
 	policy := o.Policy
@@ -219,21 +231,83 @@ func (p *Pool) submit(ctx context.Context, o Options, fn func(context.Context) e
 	case Wait:
 		return p.waitLocked(ctx, t, o.MaxWait)
 	case ShedLowest:
-		if victim := p.lowestBelowLocked(t.prio); victim != nil {
-			p.unqueueLocked(victim)
-			victim.state = stateDone
-			p.stats.Shed++
-			shed := &RejectError{Reason: ReasonShed, RetryAfter: p.retryAfterLocked()}
+		if victim, shed, ok := p.shedLocked(t.prio); ok {
 			p.enqueueLocked(t)
 			p.mu.Unlock()
-			p.drop(victim, shed)
+			if victim != nil {
+				p.drop(victim, shed)
+			}
 			return t, nil
 		}
 	}
-	err := p.refuseLocked(t, ReasonQueueFull, nil)
+	err := p.refuseLocked(ReasonQueueFull, nil)
 	p.mu.Unlock()
 	p.refused(t, err)
 	return nil, err
+}
+
+// goLight is submit for a light task (see entry): the same decisions,
+// without a Task record unless the Wait policy parks the submitter.
+func (p *Pool) goLight(ctx context.Context, o Options, fn func(context.Context) error) error {
+	e := entry{fn: fn, prio: o.Priority}
+	p.mu.Lock()
+	if p.closing {
+		err := p.refuseLocked(ReasonClosed, nil)
+		p.mu.Unlock()
+		return err
+	}
+	if n := len(p.idle); n > 0 {
+		w := p.idle[n-1]
+		p.idle[n-1] = nil
+		p.idle = p.idle[:n-1]
+		p.stats.Submitted++
+		p.running++
+		p.mu.Unlock()
+		w.wake <- e
+		return nil
+	}
+	if p.live < p.workers {
+		p.live++
+		p.stats.Submitted++
+		p.running++
+		p.mu.Unlock()
+		go p.work(e)
+		return nil
+	}
+	policy := o.Policy
+	if policy == PolicyDefault {
+		policy = p.policy
+	}
+	if p.queued < p.queueSize && (policy != Wait || p.pending.n == 0) {
+		p.queues[e.prio.class()].push(e)
+		p.queued++
+		p.stats.Submitted++
+		p.mu.Unlock()
+		return nil
+	}
+	switch policy {
+	case Wait:
+		// Parking needs a Task record (see waiter); it recycles.
+		t := taskPool.Get().(*Task)
+		t.recycle = true
+		t.fn, t.ctx, t.pool, t.prio = fn, ctx, p, o.Priority
+		_, err := p.waitLocked(ctx, t, o.MaxWait)
+		return err
+	case ShedLowest:
+		if victim, shed, ok := p.shedLocked(e.prio); ok {
+			p.queues[e.prio.class()].push(e)
+			p.queued++
+			p.stats.Submitted++
+			p.mu.Unlock()
+			if victim != nil {
+				p.drop(victim, shed)
+			}
+			return nil
+		}
+	}
+	err := p.refuseLocked(ReasonQueueFull, nil)
+	p.mu.Unlock()
+	return err
 }
 
 // takeLocked records that a worker takes t without queueing it.
@@ -252,7 +326,7 @@ func (p *Pool) enqueueLocked(t *Task) {
 	if p.timed || t.maxQWait > 0 {
 		t.enqueued = time.Now()
 	}
-	p.queues[t.prio.class()].pushBack(t)
+	p.queues[t.prio.class()].push(entry{t: t, prio: t.prio})
 	p.queued++
 	p.stats.Submitted++
 	if t.cancelable {
@@ -265,8 +339,13 @@ func (p *Pool) enqueueLocked(t *Task) {
 
 // unqueueLocked takes t out of its queue and disarms its expiry.
 func (p *Pool) unqueueLocked(t *Task) {
-	p.queues[t.prio.class()].remove(t)
+	p.queues[t.prio.class()].remove(t.seq)
 	p.queued--
+	disarmLocked(t)
+}
+
+// disarmLocked stops the expiry of a task that has left the queue.
+func disarmLocked(t *Task) {
 	if t.stopCtx != nil {
 		t.stopCtx()
 		t.stopCtx = nil
@@ -277,19 +356,30 @@ func (p *Pool) unqueueLocked(t *Task) {
 	}
 }
 
-// lowestBelowLocked returns the newest task of the lowest non-empty class
-// below prio, or nil.
-func (p *Pool) lowestBelowLocked(prio Priority) *Task {
+// shedLocked evicts the newest task of the lowest non-empty class below
+// prio, if there is one, and counts it shed. The caller resolves a heavy
+// victim with the error returned, once mu is released; a light one has
+// nobody to tell (its pool has no OnReject hook).
+func (p *Pool) shedLocked(prio Priority) (victim *Task, shed *RejectError, ok bool) {
 	for c := 0; c < prio.class(); c++ {
-		if t := p.queues[c].tail; t != nil {
-			return t
+		if p.queues[c].len() == 0 {
+			continue
 		}
+		e := p.queues[c].popBack()
+		p.queued--
+		p.stats.Shed++
+		if t := e.t; t != nil {
+			disarmLocked(t)
+			t.state = stateDone
+			return t, &RejectError{Reason: ReasonShed, RetryAfter: p.retryAfterLocked()}, true
+		}
+		return nil, nil, true
 	}
-	return nil
+	return nil, nil, false
 }
 
 // refuseLocked counts a refusal at submission and builds its error.
-func (p *Pool) refuseLocked(t *Task, r Reason, cause error) *RejectError {
+func (p *Pool) refuseLocked(r Reason, cause error) *RejectError {
 	p.stats.Rejected[r]++
 	err := &RejectError{Reason: r, Cause: cause}
 	if r != ReasonClosed {
@@ -303,8 +393,10 @@ func (p *Pool) refuseLocked(t *Task, r Reason, cause error) *RejectError {
 // and recycled before its submitter wakes. Waiters are recycled through
 // the pool's waiters, so a blocked submitter allocates nothing.
 type waiter struct {
-	// done has a buffer of one and one sender: whoever settles the wait,
-	// under mu. The submitter receives from it (or drains it, when its
+	// done has a buffer of one and one sender: whoever settles the wait.
+	// The settler writes settled and refusal under mu and sends under mu,
+	// or, when a worker admits a batch, just after it releases mu (see
+	// admitLocked). The submitter receives from it (or drains it, when its
 	// context or MaxWait ended first) before the waiter is reused. Nobody
 	// closes it.
 	done    chan struct{}
@@ -320,6 +412,31 @@ func settleLocked(t *Task, refusal *RejectError) {
 	t.waiter = nil
 	w.settled, w.refusal = true, refusal
 	w.done <- struct{}{}
+}
+
+// admitLocked ends t's wait as admitted. With wake nil the submitter is
+// woken at once; otherwise its waiter is appended to *wake, and the caller
+// wakes it with wakeAll once it has released mu. Waking a thousand parked
+// submitters takes a while, and other workers need mu meanwhile.
+func admitLocked(t *Task, wake *[]*waiter) {
+	if wake == nil {
+		settleLocked(t, nil)
+		return
+	}
+	w := t.waiter
+	t.waiter = nil
+	w.settled = true
+	*wake = append(*wake, w)
+}
+
+// wakeAll wakes the submitters admitted by admitLocked, and empties wake.
+// The caller must not hold mu.
+func wakeAll(wake []*waiter) []*waiter {
+	for i, w := range wake {
+		w.done <- struct{}{}
+		wake[i] = nil
+	}
+	return wake[:0]
 }
 
 // waitLocked parks the submitter until a slot frees (Wait policy). It is
@@ -360,14 +477,14 @@ func (p *Pool) waitLocked(ctx context.Context, t *Task, maxWait time.Duration) (
 			p.pending.remove(t)
 			t.state = stateDone
 			t.waiter = nil
-			err := p.refuseLocked(t, ReasonQueueFull, cause)
+			err := p.refuseLocked(ReasonQueueFull, cause)
 			p.mu.Unlock()
 			p.waiters.Put(w)
 			p.refused(t, err)
 			return nil, err
 		}
 		p.mu.Unlock()
-		<-w.done // settled meanwhile: its send is buffered
+		<-w.done // settled meanwhile: its send is buffered, or about to come from the worker that admitted it
 	}
 	refusal := w.refusal
 	w.settled, w.refusal = false, nil
@@ -386,14 +503,16 @@ func (p *Pool) waitLocked(ctx context.Context, t *Task, maxWait time.Duration) (
 // FIFO order, once the queue has drained to half its size: a producer
 // blocked on a full queue then wakes once per half queue instead of once per
 // task, which keeps it from trading places with a worker on every task.
-func (p *Pool) admitPendingLocked() (admitted bool) {
+//
+// The admitted submitters are woken as admitLocked says.
+func (p *Pool) admitPendingLocked(wake *[]*waiter) (admitted bool) {
 	if p.pending.n == 0 || p.queued > p.queueSize/2 {
 		return false
 	}
 	for p.pending.n > 0 && p.queued < p.queueSize {
 		t := p.pending.popFront()
 		p.enqueueLocked(t)
-		settleLocked(t, nil)
+		admitLocked(t, wake)
 		admitted = true
 	}
 	return admitted
@@ -411,7 +530,7 @@ func (p *Pool) expire(t *Task, cause error) {
 	p.unqueueLocked(t)
 	t.state = stateDone
 	p.stats.Expired++
-	p.admitPendingLocked()
+	p.admitPendingLocked(nil)
 	err := &RejectError{Reason: ReasonExpired, Cause: cause, RetryAfter: p.retryAfterLocked()}
 	p.mu.Unlock()
 	p.drop(t, err)
@@ -453,26 +572,36 @@ const (
 	outReturned // never started: hard stop came first
 )
 
-// work is a worker goroutine. It runs t, then whatever the queue holds, and
-// parks when there is nothing to do.
-func (p *Pool) work(t *Task) {
+// work is a worker goroutine. It runs e, then whatever the queue holds,
+// and parks when there is nothing to do.
+func (p *Pool) work(e entry) {
 	var w *worker
+	var wake []*waiter // submitters this worker admitted, woken without mu
 	clean := false
 	defer func() {
-		if !clean { // t called runtime.Goexit: account for it, then replace this worker
-			p.finishGoexit(t)
+		if !clean { // e called runtime.Goexit: account for it, then replace this worker
+			p.finishGoexit(e)
 		}
 	}()
-	for t != nil {
-		start, out, err := p.execute(t)
+	for !e.none() {
+		start, out, err := p.execute(e)
+		var ret *Task
+		if out == outReturned {
+			ret = p.returnedTask(e)
+			if e.t == nil {
+				ret.resolve(err)
+			}
+		}
 		p.mu.Lock()
 		p.countLocked(out)
-		if out == outReturned {
-			p.returned = append(p.returned, t)
+		if ret != nil {
+			p.returned = append(p.returned, ret)
 		}
-		next, yield := p.nextLocked()
+		next := p.nextLocked(&wake)
 		p.mu.Unlock()
-		p.finish(t, start, err, out)
+		yield := len(wake) > 0
+		wake = wakeAll(wake)
+		p.finish(e, start, err, out)
 		if yield {
 			// Submitters blocked on a full queue were admitted. On a busy
 			// pool with as many workers as Ps they would wait for this
@@ -480,28 +609,36 @@ func (p *Pool) work(t *Task) {
 			// let them refill it now instead.
 			runtime.Gosched()
 		}
-		if next == nil {
-			// Park or exit only after t's hooks ran, so that Close never
+		if next.none() {
+			// Park or exit only after e's hooks ran, so that Close never
 			// returns while a hook is still running.
 			p.mu.Lock()
-			if next, _ = p.nextLocked(); next == nil {
+			if next = p.nextLocked(nil); next.none() {
 				if !p.closing && p.live <= p.workers {
 					if w == nil {
-						w = &worker{wake: make(chan *Task, 1)}
+						w = &worker{wake: make(chan entry, 1)}
 					}
 					p.idle = append(p.idle, w)
 					p.mu.Unlock()
-					next = <-w.wake
-					t = next
+					e = <-w.wake
 					continue
 				}
 				p.exitLocked()
 			}
 			p.mu.Unlock()
 		}
-		t = next
+		e = next
 	}
 	clean = true
+}
+
+// returnedTask is the Task that Close hands back for e, which never
+// started: e's own, or for a light entry a new one.
+func (p *Pool) returnedTask(e entry) *Task {
+	if e.t != nil {
+		return e.t
+	}
+	return &Task{fn: e.fn, ctx: context.Background(), pool: p, prio: e.prio, state: stateDone}
 }
 
 // exitLocked accounts for a worker goroutine that is about to return.
@@ -531,44 +668,51 @@ func (p *Pool) countLocked(out outcome) {
 // nextLocked takes the next task for a worker: the oldest task of the
 // highest class, or a waiting submitter's task when the queue is empty. It
 // drops tasks that must not start (context ended, queue-wait bound passed,
-// CoDel), releasing mu to resolve them. It returns nil when the worker
-// should park or exit. yield reports that it woke blocked submitters, which
-// the caller should let run (see work).
-func (p *Pool) nextLocked() (next *Task, yield bool) {
+// CoDel), releasing mu to resolve them. It returns the zero entry when the
+// worker should park or exit. Submitters it admits are woken as
+// admitLocked says.
+func (p *Pool) nextLocked(wake *[]*waiter) entry {
 	for {
 		if p.live > p.workers {
-			return nil, yield
+			return entry{}
 		}
-		var t *Task
-		for c := numClasses - 1; c >= 0; c-- {
-			if t = p.queues[c].head; t != nil {
-				break
+		if p.queued == 0 {
+			t := p.pending.popFront()
+			if t == nil {
+				return entry{}
 			}
-		}
-		if t == nil {
-			if t = p.pending.popFront(); t == nil {
-				return nil, yield
-			}
-			settleLocked(t, nil)
+			settleLocked(t, nil) // at once: this is no batch
 			p.takeLocked(t)
-			return t, yield
+			return entry{t: t, prio: t.prio}
 		}
-		p.unqueueLocked(t)
-		if p.admitPendingLocked() {
-			yield = true
+		c := numClasses - 1
+		for p.queues[c].len() == 0 {
+			c--
 		}
+		e := p.queues[c].popFront()
+		p.queued--
+		p.admitPendingLocked(wake)
+		t := e.t
+		if t == nil {
+			p.running++
+			return e
+		}
+		disarmLocked(t)
 		if cause := p.dropCauseLocked(t); cause != nil {
 			t.state = stateDone
 			p.stats.Expired++
 			err := &RejectError{Reason: ReasonExpired, Cause: cause, RetryAfter: p.retryAfterLocked()}
 			p.mu.Unlock()
+			if wake != nil { // before drop's hook, which may take long or never return
+				*wake = wakeAll(*wake)
+			}
 			p.drop(t, err)
 			p.mu.Lock()
 			continue
 		}
 		t.state = stateWorker
 		p.running++
-		return t, yield
+		return e
 	}
 }
 
@@ -599,15 +743,17 @@ func (p *Pool) dropCauseLocked(t *Task) error {
 // execute runs one task on the calling worker and classifies the outcome.
 // A panic is recovered with its stack; runtime.Goexit is not stoppable and
 // unwinds into work's deferred handler.
-func (p *Pool) execute(t *Task) (start time.Time, out outcome, err error) {
+func (p *Pool) execute(e entry) (start time.Time, out outcome, err error) {
 	if p.hard.Err() != nil {
 		return start, outReturned, &RejectError{Reason: ReasonClosed}
 	}
-	if t.ctx.Err() != nil {
-		return start, outExpired, &RejectError{Reason: ReasonExpired, Cause: context.Cause(t.ctx)}
-	}
+	fn, t := e.fn, e.t
 	var ctx context.Context
 	switch {
+	case t == nil: // light: untimed, background context
+		ctx = p.hard
+	case t.ctx.Err() != nil:
+		return start, outExpired, &RejectError{Reason: ReasonExpired, Cause: context.Cause(t.ctx)}
 	case t.recycle || isBackground(t.ctx):
 		ctx = p.hard // no values to keep; the task may be recycled
 	case t.ctx.Done() == nil:
@@ -620,6 +766,9 @@ func (p *Pool) execute(t *Task) (start time.Time, out outcome, err error) {
 			cancel(nil)
 		}()
 		ctx = c
+	}
+	if t != nil {
+		fn = t.fn
 	}
 	if p.timed {
 		start = time.Now()
@@ -636,7 +785,7 @@ func (p *Pool) execute(t *Task) (start time.Time, out outcome, err error) {
 			out, err = outPanicked, &PanicError{Value: r, Stack: debug.Stack()}
 		}
 	}()
-	err = t.fn(ctx)
+	err = fn(ctx)
 	normal = true
 	if err != nil {
 		return start, outFailed, err
@@ -645,8 +794,18 @@ func (p *Pool) execute(t *Task) (start time.Time, out outcome, err error) {
 }
 
 // finish resolves a task that reached a worker and reports it to hooks.
-// A task of Go that ran goes back to taskPool.
-func (p *Pool) finish(t *Task, start time.Time, err error, out outcome) {
+// A task of Go that ran goes back to taskPool (light tasks have no Task).
+func (p *Pool) finish(e entry, start time.Time, err error, out outcome) {
+	t := e.t
+	if t == nil { // light: only OnPanic can be set (see entry)
+		if out == outReturned {
+			return // returnedTask made it a Task that nobody waits for
+		}
+		if out == outPanicked && p.hooks.OnPanic != nil {
+			p.hooks.OnPanic(Event{Priority: e.prio, Err: err})
+		}
+		return
+	}
 	switch out {
 	case outExpired, outReturned:
 		t.resolve(err)
@@ -676,15 +835,15 @@ func (p *Pool) finish(t *Task, start time.Time, err error, out outcome) {
 // finishGoexit accounts for a task that called runtime.Goexit and starts a
 // replacement worker if there is work for it. It runs in the dying worker's
 // deferred handler.
-func (p *Pool) finishGoexit(t *Task) {
+func (p *Pool) finishGoexit(e entry) {
 	p.mu.Lock()
 	p.countLocked(outFailed)
 	p.mu.Unlock()
-	p.finish(t, time.Time{}, ErrGoexit, outFailed)
+	p.finish(e, time.Time{}, ErrGoexit, outFailed)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.live <= p.workers {
-		if next, _ := p.nextLocked(); next != nil {
+		if next := p.nextLocked(nil); !next.none() {
 			go p.work(next) // the replacement takes over this worker's count
 			return
 		}
@@ -701,16 +860,16 @@ func (p *Pool) SetWorkers(n int) {
 	defer p.mu.Unlock()
 	p.workers = n
 	for p.live > p.workers && len(p.idle) > 0 {
-		p.wakeIdleLocked(nil)
+		p.wakeIdleLocked(entry{})
 		p.exitLocked()
 	}
 	for p.live < p.workers {
-		t, _ := p.nextLocked()
-		if t == nil {
+		e := p.nextLocked(nil)
+		if e.none() {
 			break
 		}
 		p.live++
-		go p.work(t)
+		go p.work(e)
 	}
 }
 
@@ -722,7 +881,7 @@ func (p *Pool) SetQueueSize(n int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.queueSize = max(n, 0)
-	p.admitPendingLocked()
+	p.admitPendingLocked(nil)
 }
 
 // isBackground reports whether ctx is context.Background() or
@@ -731,14 +890,14 @@ func isBackground(ctx context.Context) bool {
 	return ctx == context.Background() || ctx == context.TODO()
 }
 
-// wakeIdleLocked pops the most recently parked worker and hands it t (nil
-// tells it to exit).
-func (p *Pool) wakeIdleLocked(t *Task) {
+// wakeIdleLocked pops the most recently parked worker and hands it e (the
+// zero entry tells it to exit).
+func (p *Pool) wakeIdleLocked(e entry) {
 	n := len(p.idle)
 	w := p.idle[n-1]
 	p.idle[n-1] = nil
 	p.idle = p.idle[:n-1]
-	w.wake <- t
+	w.wake <- e
 }
 
 // Close stops the pool. It refuses new tasks at once and atomically: a task
@@ -762,10 +921,10 @@ func (p *Pool) Close(ctx context.Context) ([]*Task, error) {
 		p.closing = true
 		for t := p.pending.popFront(); t != nil; t = p.pending.popFront() {
 			t.state = stateDone
-			settleLocked(t, p.refuseLocked(t, ReasonClosed, nil))
+			settleLocked(t, p.refuseLocked(ReasonClosed, nil))
 		}
 		for len(p.idle) > 0 {
-			p.wakeIdleLocked(nil)
+			p.wakeIdleLocked(entry{})
 			p.live--
 		}
 		if p.live == 0 {
@@ -806,8 +965,10 @@ func (p *Pool) hardStop(cause error) bool {
 	p.hardDone = true
 	var dropped []*Task
 	for c := numClasses - 1; c >= 0; c-- {
-		for t := p.queues[c].head; t != nil; t = p.queues[c].head {
-			p.unqueueLocked(t)
+		for e := p.queues[c].popFront(); !e.none(); e = p.queues[c].popFront() {
+			p.queued--
+			t := p.returnedTask(e)
+			disarmLocked(t)
 			t.state = stateDone
 			p.stats.Returned++
 			dropped = append(dropped, t)

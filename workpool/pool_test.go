@@ -1001,3 +1001,56 @@ func TestCloseWithEndedContextOnIdlePool(t *testing.T) {
 		}
 	}
 }
+
+// TestAdmittedSubmitterNotHeldByRejectHook: a worker that admits blocked
+// submitters and then drops a task (here by CoDel) must wake them before it
+// runs the OnReject hook, which may be slow or never return.
+func TestAdmittedSubmitterNotHeldByRejectHook(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		hookEntered := make(chan struct{})
+		hookRelease := make(chan struct{})
+		var once sync.Once
+		p := New(Config{
+			Workers: 1, QueueSize: 2, Policy: Wait,
+			CoDelTarget: time.Millisecond, CoDelInterval: time.Millisecond,
+			Hooks: Hooks{OnReject: func(ev Event) {
+				if ev.Reason == ReasonExpired {
+					once.Do(func() {
+						close(hookEntered)
+						<-hookRelease
+					})
+				}
+			}},
+		})
+		g := newGate()
+		mustSubmit(t, p, Options{}, g.task)
+		<-g.started
+		mustSubmit(t, p, Options{}, nop)
+		mustSubmit(t, p, Options{}, nop)
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		submitted := make(chan error, 1)
+		go func() {
+			_, err := p.Submit(ctx, nop)
+			submitted <- err
+		}()
+		synctest.Wait()
+		if got := p.Stats().Waiting; got != 1 {
+			t.Fatalf("Waiting = %d, want 1", got)
+		}
+		time.Sleep(10 * time.Millisecond) // the queue now stands
+		close(g.release)
+		<-hookEntered // the worker dropped a queued task and sits in the hook
+		synctest.Wait()
+		select {
+		case err := <-submitted:
+			if err != nil {
+				t.Errorf("Submit = %v, want admitted", err)
+			}
+		default:
+			t.Error("admitted submitter still blocked while the worker runs OnReject")
+		}
+		close(hookRelease)
+		closeNow(t, p)
+	})
+}

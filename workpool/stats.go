@@ -79,7 +79,7 @@ func (p *Pool) Stats() Stats {
 	s.QueueSize = p.queueSize
 	s.Running = p.running
 	for c := range p.queues {
-		s.Queued[c] = p.queues[c].n
+		s.Queued[c] = p.queues[c].len()
 	}
 	s.Waiting = p.pending.n
 	return s

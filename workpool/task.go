@@ -117,7 +117,8 @@ type Task struct {
 	cancelable bool // ctx has a Done channel
 	state      taskState
 	prio       Priority
-	next, prev *Task
+	next, prev *Task         // in the pending list (Wait policy)
+	seq        uint64        // in its class's queue (see ring)
 	enqueued   time.Time     // when accepted; set only when the pool needs it
 	stopCtx    func() bool   // stops the context.AfterFunc that expires a queued task
 	timer      *time.Timer   // the MaxQueueWait bound, nil without one
