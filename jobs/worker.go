@@ -106,11 +106,17 @@ type Worker struct {
 
 // WorkerStats counts what a worker did.
 type WorkerStats struct {
-	Fetched   int
-	Running   int
-	Recorded  map[OutcomeKind]int // outcomes written and applied
-	Stale     int                 // outcomes refused by fencing
-	StoreErrs int
+	Fetched  int
+	Running  int
+	Recorded map[OutcomeKind]int // outcomes written and applied
+	Stale    int                 // outcomes refused by fencing
+	// LostBeforeStart counts fetched jobs that were not run because their
+	// lease was already lost when the fetch returned: a fetch that takes
+	// a heartbeat interval or longer renews the leases it got (they count
+	// from before the call) and drops the ones another worker's lease
+	// recovery has taken back meanwhile.
+	LostBeforeStart int
+	StoreErrs       int
 	// Refused counts outcomes the store refused for their data (not for
 	// being unavailable): the worker gave them up, and their jobs are
 	// recovered when their leases expire.
@@ -439,6 +445,11 @@ func (w *Worker) fetchLoop(q *queueRunner) {
 			w.release(q, jobs)
 			return
 		}
+		if err == nil && len(jobs) > 0 && w.cfg.Now().Sub(now) >= w.cfg.HeartbeatInterval {
+			if jobs = w.renewFetched(jobs); len(jobs) == 0 {
+				continue // all lost: fetch again at once
+			}
+		}
 		if err != nil {
 			if w.fetchCtx.Err() != nil {
 				return
@@ -464,6 +475,50 @@ func (w *Worker) fetchLoop(q *queueRunner) {
 		idle = w.cfg.PollInterval
 		w.dispatch(q, jobs, lim)
 	}
+}
+
+// renewFetched extends the leases of jobs from a fetch that took at least
+// a heartbeat interval: their leases count from before the call, so without
+// this they could expire before the next heartbeat, or have expired
+// already. It returns the jobs still held; the others were lost (their
+// lease expired and lease recovery took them back) and must not run. If
+// the renewal itself fails, the jobs run and the heartbeat loop goes on
+// trying, as for any held job.
+func (w *Worker) renewFetched(jobs []*Job) []*Job {
+	held := make([]Attempt, len(jobs))
+	for i, j := range jobs {
+		held[i] = attemptOf(j)
+	}
+	now := w.cfg.Now()
+	var lost []int64
+	_, err := call(w.bgCtx, w.cfg.CallTimeout, func(ctx context.Context) (struct{}, error) {
+		var err error
+		lost, _, err = w.store.Heartbeat(ctx, now, w.cfg.ID, held, w.cfg.Lease)
+		return struct{}{}, err
+	})
+	if err != nil {
+		w.countStoreErr()
+		w.log.Warn("jobs: renewing the leases of a slow fetch failed", "jobs", len(jobs), "err", err)
+		return jobs
+	}
+	if len(lost) == 0 {
+		return jobs
+	}
+	gone := make(map[int64]bool, len(lost))
+	for _, id := range lost {
+		gone[id] = true
+	}
+	kept := jobs[:0]
+	for _, j := range jobs {
+		if !gone[j.ID] {
+			kept = append(kept, j)
+		}
+	}
+	w.mu.Lock()
+	w.stats.LostBeforeStart += len(jobs) - len(kept)
+	w.mu.Unlock()
+	w.log.Warn("jobs: a slow fetch returned jobs whose lease was already lost; not running them", "lost", len(jobs)-len(kept))
+	return kept
 }
 
 // release hands back jobs fetched after Quiesce: back to waiting, no

@@ -660,3 +660,87 @@ func TestWorkerRefusedOutcome(t *testing.T) {
 		t.Errorf("Stats = %+v, want 8 succeeded recorded and the 2 refused outcomes counted", s)
 	}
 }
+
+// slowFetchStore makes its first non-empty Fetch slow: it returns the jobs
+// delay after claiming them, and, when recover is set, only after the
+// store's lease recovery (as another node's maintenance would run it) has
+// taken back those whose lease, counted from before the call, expired
+// meanwhile.
+type slowFetchStore struct {
+	jobs.Store
+	delay   time.Duration
+	recover bool
+	slowed  atomic.Bool
+}
+
+func (s *slowFetchStore) Fetch(ctx context.Context, now time.Time, queue, owner string, limit int, lease time.Duration) ([]*jobs.Job, error) {
+	js, err := s.Store.Fetch(ctx, now, queue, owner, limit, lease)
+	if err != nil || len(js) == 0 || s.slowed.Swap(true) {
+		return js, err
+	}
+	time.Sleep(s.delay)
+	if s.recover {
+		if _, err := s.Store.RecoverLeases(ctx, now.Add(lease+time.Millisecond)); err != nil {
+			return nil, err
+		}
+	}
+	return js, nil
+}
+
+// A fetch that returns after its jobs' leases expired (a slow database)
+// does not run jobs that lease recovery has taken back meanwhile, so each
+// runs once (recovered=true; without the renewal each ran twice). One that
+// returns late but within the lease takes the renewal path and runs every
+// job once, at its first attempt (recovered=false).
+func TestSlowFetchRenewsLeases(t *testing.T) {
+	for _, recovered := range []bool{true, false} {
+		t.Run(fmt.Sprintf("recovered=%v", recovered), func(t *testing.T) {
+			cfg := fastWorker()
+			cfg.Lease = 300 * time.Millisecond
+			cfg.HeartbeatInterval = 100 * time.Millisecond
+			delay := 150 * time.Millisecond // past a heartbeat interval, within the lease
+			if recovered {
+				delay = 400 * time.Millisecond // past the lease
+			}
+			st := &slowFetchStore{Store: openStore(t), delay: delay, recover: recovered}
+			c := jobs.NewClient(st, jobs.ClientConfig{})
+			reg := jobs.NewRegistry()
+			var runs sync.Map // job ID -> *atomic.Int32
+			reg.Handle("count", jobs.HandlerFunc(func(_ context.Context, j *jobs.Job) error {
+				n, _ := runs.LoadOrStore(j.ID, new(atomic.Int32))
+				n.(*atomic.Int32).Add(1)
+				return nil
+			}))
+			var batch []jobs.NewJob
+			for range 5 {
+				batch = append(batch, jobs.NewJob{Kind: "count"})
+			}
+			res, err := c.EnqueueMany(context.Background(), jobs.DefaultQueue, batch)
+			if err != nil {
+				t.Fatal(err)
+			}
+			w := startWorker(t, st, reg, cfg)
+			for _, r := range res {
+				j := waitState(t, c, r.Job.ID, jobs.StateSucceeded)
+				n, _ := runs.Load(j.ID)
+				if got := n.(*atomic.Int32).Load(); got != 1 {
+					t.Errorf("job %d ran %d times, want once", j.ID, got)
+				}
+				wantAttempt := 1
+				if recovered {
+					wantAttempt = 2 // the first attempt's lease was lost before it started
+				}
+				if j.Attempt != wantAttempt {
+					t.Errorf("job %d succeeded at attempt %d, want %d", j.ID, j.Attempt, wantAttempt)
+				}
+			}
+			want := 0
+			if recovered {
+				want = len(res)
+			}
+			if got := w.Stats().LostBeforeStart; got != want {
+				t.Errorf("LostBeforeStart = %d, want %d", got, want)
+			}
+		})
+	}
+}

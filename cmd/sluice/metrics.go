@@ -29,11 +29,11 @@ type metrics struct {
 	refused  *prometheus.CounterVec
 	shed     *prometheus.CounterVec
 
-	depth, running, recorded, stale, storeErrs *prometheus.Desc
-	expiredWaiting, recovered                  *prometheus.Desc
-	apiInFlight, apiAdmitted, apiRefused       *prometheus.Desc
-	targetLimit, targetInflight, targetBreaker *prometheus.Desc
-	targetCounts                               *prometheus.Desc
+	depth, running, recorded, stale, lostBeforeStart, storeErrs *prometheus.Desc
+	expiredWaiting, recovered                                   *prometheus.Desc
+	apiInFlight, apiAdmitted, apiRefused                        *prometheus.Desc
+	targetLimit, targetInflight, targetBreaker                  *prometheus.Desc
+	targetCounts                                                *prometheus.Desc
 }
 
 func newMetrics() *metrics {
@@ -57,20 +57,21 @@ func newMetrics() *metrics {
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sluice_jobs_rejected_total", Help: "Jobs refused at enqueue, by queue and reason (queue_full, unavailable).",
 		}, []string{"queue", "reason"}),
-		depth:          d("queue_waiting", "Waiting jobs per queue (the queue depth).", "queue"),
-		running:        d("queue_running", "Running jobs per queue.", "queue"),
-		recorded:       d("jobs_recorded_total", "Attempt outcomes this node recorded, by kind (succeeded, retry, failed, canceled, released, expired).", "outcome"),
-		stale:          d("jobs_stale_outcomes_total", "Outcomes refused by fencing (the lease had been lost)."),
-		storeErrs:      d("store_errors_total", "Store calls of the worker that failed."),
-		expiredWaiting: d("jobs_expired_waiting_total", "Waiting jobs this node's maintenance ended expired (deadline passed before they could run)."),
-		recovered:      d("jobs_recovered_total", "Running jobs whose lease expired, recovered by this node's maintenance."),
-		apiInFlight:    d("api_in_flight", "API requests being served, by priority class.", "class"),
-		apiAdmitted:    d("api_admitted_total", "API requests admitted, by priority class.", "class"),
-		apiRefused:     d("api_refused_total", "API requests refused by admission control, by class and reason.", "class", "reason"),
-		targetLimit:    d("target_concurrency_limit", "Adaptive concurrency limit per HTTP target host.", "host"),
-		targetInflight: d("target_in_flight", "Requests in flight per HTTP target host.", "host"),
-		targetBreaker:  d("target_breaker_open", "1 when the host's circuit breaker is open, 0.5 half-open, 0 closed.", "host"),
-		targetCounts:   d("target_requests_total", "HTTP-target attempts by result (succeeded, retried, failed, limited, short_circuited, paused, canceled).", "result"),
+		depth:           d("queue_waiting", "Waiting jobs per queue (the queue depth).", "queue"),
+		running:         d("queue_running", "Running jobs per queue.", "queue"),
+		recorded:        d("jobs_recorded_total", "Attempt outcomes this node recorded, by kind (succeeded, retry, failed, canceled, released, expired).", "outcome"),
+		stale:           d("jobs_stale_outcomes_total", "Outcomes refused by fencing (the lease had been lost)."),
+		lostBeforeStart: d("jobs_lost_before_start_total", "Fetched jobs not run because their lease was lost before they started (a fetch slower than the lease)."),
+		storeErrs:       d("store_errors_total", "Store calls of the worker that failed."),
+		expiredWaiting:  d("jobs_expired_waiting_total", "Waiting jobs this node's maintenance ended expired (deadline passed before they could run)."),
+		recovered:       d("jobs_recovered_total", "Running jobs whose lease expired, recovered by this node's maintenance."),
+		apiInFlight:     d("api_in_flight", "API requests being served, by priority class.", "class"),
+		apiAdmitted:     d("api_admitted_total", "API requests admitted, by priority class.", "class"),
+		apiRefused:      d("api_refused_total", "API requests refused by admission control, by class and reason.", "class", "reason"),
+		targetLimit:     d("target_concurrency_limit", "Adaptive concurrency limit per HTTP target host.", "host"),
+		targetInflight:  d("target_in_flight", "Requests in flight per HTTP target host.", "host"),
+		targetBreaker:   d("target_breaker_open", "1 when the host's circuit breaker is open, 0.5 half-open, 0 closed.", "host"),
+		targetCounts:    d("target_requests_total", "HTTP-target attempts by result (succeeded, retried, failed, limited, short_circuited, paused, canceled).", "result"),
 	}
 }
 
@@ -114,6 +115,7 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 			counter(m.recorded, float64(ws.Recorded[k]), outcomeName(k))
 		}
 		counter(m.stale, float64(ws.Stale))
+		counter(m.lostBeforeStart, float64(ws.LostBeforeStart))
 		counter(m.expiredWaiting, float64(ws.ExpiredWaiting))
 		counter(m.recovered, float64(ws.Recovered))
 		counter(m.storeErrs, float64(ws.StoreErrs))
