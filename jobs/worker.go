@@ -111,10 +111,11 @@ type WorkerStats struct {
 	Recorded map[OutcomeKind]int // outcomes written and applied
 	Stale    int                 // outcomes refused by fencing
 	// LostBeforeStart counts fetched jobs that were not run because their
-	// lease was already lost when the fetch returned: a fetch that takes
-	// a heartbeat interval or longer renews the leases it got (they count
-	// from before the call) and drops the ones another worker's lease
-	// recovery has taken back meanwhile.
+	// lease was lost before they started: a slow fetch (a heartbeat
+	// interval or longer) renews the leases it got, which count from
+	// before the call, and drops the jobs that lease recovery (this
+	// worker's or another node's) has taken back by then, or all of them
+	// when the renewal fails after the lease has run out.
 	LostBeforeStart int
 	StoreErrs       int
 	// Refused counts outcomes the store refused for their data (not for
@@ -445,9 +446,13 @@ func (w *Worker) fetchLoop(q *queueRunner) {
 			w.release(q, jobs)
 			return
 		}
-		if err == nil && len(jobs) > 0 && w.cfg.Now().Sub(now) >= w.cfg.HeartbeatInterval {
-			if jobs = w.renewFetched(jobs); len(jobs) == 0 {
+		if err == nil && len(jobs) > 0 && w.cfg.Now().Sub(now) >= w.renewAfter() {
+			if jobs = w.renewFetched(jobs, now); len(jobs) == 0 {
 				continue // all lost: fetch again at once
+			}
+			if w.fetchCtx.Err() != nil { // quiesced during the renewal
+				w.release(q, jobs)
+				return
 			}
 		}
 		if err != nil {
@@ -477,14 +482,23 @@ func (w *Worker) fetchLoop(q *queueRunner) {
 	}
 }
 
-// renewFetched extends the leases of jobs from a fetch that took at least
-// a heartbeat interval: their leases count from before the call, so without
-// this they could expire before the next heartbeat, or have expired
-// already. It returns the jobs still held; the others were lost (their
-// lease expired and lease recovery took them back) and must not run. If
-// the renewal itself fails, the jobs run and the heartbeat loop goes on
-// trying, as for any held job.
-func (w *Worker) renewFetched(jobs []*Job) []*Job {
+// renewAfter is how long a fetch may take before renewFetched renews the
+// leases it returned: long enough that the lease left (counted from before
+// the call) may run out before the next heartbeat tick.
+func (w *Worker) renewAfter() time.Duration {
+	return min(w.cfg.HeartbeatInterval, w.cfg.Lease-w.cfg.HeartbeatInterval)
+}
+
+// renewFetched extends the leases of jobs from a slow fetch that started at
+// fetchedAt (see renewAfter): their leases count from then, so without this
+// they could expire before the next heartbeat, or have expired already. It
+// returns the jobs still held; the others were lost by the time of the
+// renewal (their lease expired and lease recovery, this worker's or another
+// node's, took them back) and must not run. If the renewal fails, the jobs
+// run and the heartbeat loop goes on trying, as for any held job, unless
+// their lease has certainly expired: then none runs, and lease recovery
+// takes them back.
+func (w *Worker) renewFetched(jobs []*Job, fetchedAt time.Time) []*Job {
 	held := make([]Attempt, len(jobs))
 	for i, j := range jobs {
 		held[i] = attemptOf(j)
@@ -498,6 +512,13 @@ func (w *Worker) renewFetched(jobs []*Job) []*Job {
 	})
 	if err != nil {
 		w.countStoreErr()
+		if w.cfg.Now().Sub(fetchedAt) >= w.cfg.Lease {
+			w.mu.Lock()
+			w.stats.LostBeforeStart += len(jobs)
+			w.mu.Unlock()
+			w.log.Warn("jobs: renewing the leases of a slow fetch failed and they have expired; not running its jobs", "jobs", len(jobs), "err", err)
+			return nil
+		}
 		w.log.Warn("jobs: renewing the leases of a slow fetch failed", "jobs", len(jobs), "err", err)
 		return jobs
 	}

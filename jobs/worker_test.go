@@ -671,6 +671,28 @@ type slowFetchStore struct {
 	delay   time.Duration
 	recover bool
 	slowed  atomic.Bool
+
+	mu      sync.Mutex
+	slowIDs map[int64]bool // the jobs the slow fetch returned
+	started bool           // a handler has started (set by the test)
+	renewed bool           // a heartbeat covered slowIDs before any handler started
+}
+
+func (s *slowFetchStore) Heartbeat(ctx context.Context, now time.Time, owner string, held []jobs.Attempt, lease time.Duration) ([]int64, []int64, error) {
+	s.mu.Lock()
+	for _, a := range held {
+		if s.slowIDs[a.ID] && !s.started {
+			s.renewed = true
+		}
+	}
+	s.mu.Unlock()
+	return s.Store.Heartbeat(ctx, now, owner, held, lease)
+}
+
+func (s *slowFetchStore) handlerStarted() {
+	s.mu.Lock()
+	s.started = true
+	s.mu.Unlock()
 }
 
 func (s *slowFetchStore) Fetch(ctx context.Context, now time.Time, queue, owner string, limit int, lease time.Duration) ([]*jobs.Job, error) {
@@ -678,6 +700,12 @@ func (s *slowFetchStore) Fetch(ctx context.Context, now time.Time, queue, owner 
 	if err != nil || len(js) == 0 || s.slowed.Swap(true) {
 		return js, err
 	}
+	s.mu.Lock()
+	s.slowIDs = make(map[int64]bool)
+	for _, j := range js {
+		s.slowIDs[j.ID] = true
+	}
+	s.mu.Unlock()
 	time.Sleep(s.delay)
 	if s.recover {
 		if _, err := s.Store.RecoverLeases(ctx, now.Add(lease+time.Millisecond)); err != nil {
@@ -690,14 +718,17 @@ func (s *slowFetchStore) Fetch(ctx context.Context, now time.Time, queue, owner 
 // A fetch that returns after its jobs' leases expired (a slow database)
 // does not run jobs that lease recovery has taken back meanwhile, so each
 // runs once (recovered=true; without the renewal each ran twice). One that
-// returns late but within the lease takes the renewal path and runs every
-// job once, at its first attempt (recovered=false).
+// returns late but within the lease renews the leases before any job
+// starts, and runs every job once, at its first attempt (recovered=false).
+// Only the store wrapper recovers leases: the worker's own maintenance is
+// kept out of the way, so that a stall on a loaded machine cannot.
 func TestSlowFetchRenewsLeases(t *testing.T) {
 	for _, recovered := range []bool{true, false} {
 		t.Run(fmt.Sprintf("recovered=%v", recovered), func(t *testing.T) {
 			cfg := fastWorker()
 			cfg.Lease = 300 * time.Millisecond
 			cfg.HeartbeatInterval = 100 * time.Millisecond
+			cfg.MaintenanceInterval = time.Hour
 			delay := 150 * time.Millisecond // past a heartbeat interval, within the lease
 			if recovered {
 				delay = 400 * time.Millisecond // past the lease
@@ -707,6 +738,7 @@ func TestSlowFetchRenewsLeases(t *testing.T) {
 			reg := jobs.NewRegistry()
 			var runs sync.Map // job ID -> *atomic.Int32
 			reg.Handle("count", jobs.HandlerFunc(func(_ context.Context, j *jobs.Job) error {
+				st.handlerStarted()
 				n, _ := runs.LoadOrStore(j.ID, new(atomic.Int32))
 				n.(*atomic.Int32).Add(1)
 				return nil
@@ -740,6 +772,12 @@ func TestSlowFetchRenewsLeases(t *testing.T) {
 			}
 			if got := w.Stats().LostBeforeStart; got != want {
 				t.Errorf("LostBeforeStart = %d, want %d", got, want)
+			}
+			st.mu.Lock()
+			renewed := st.renewed
+			st.mu.Unlock()
+			if !renewed {
+				t.Error("no heartbeat renewed the slow fetch's jobs before they started")
 			}
 		})
 	}
