@@ -250,6 +250,61 @@ func TestMigrations(t *testing.T) {
 	}
 }
 
+// A database at schema version 1, holding a job, is upgraded by Open: the
+// jobs table gets its fillfactor (step 2) and the job is still there and
+// runs.
+func TestMigrationFromVersion1(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	u := testURL(t)
+	schema := freshSchema(t)
+	conn, err := pgx.Connect(ctx, u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	for _, q := range []string{
+		`CREATE SCHEMA {s}`,
+		`CREATE TABLE {s}.schema_migrations (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())`,
+		migrations[0],
+		`INSERT INTO {s}.schema_migrations (version) VALUES (1)`,
+		`INSERT INTO {s}.queues (name, concurrency, capacity, policy, max_wait, rate_limit, rate_burst, paused, idempotency_window)
+			VALUES ('q', 1, 10, 'reject', 0, 0, 0, false, 0)`,
+		`INSERT INTO {s}.jobs (queue, kind, payload, priority, run_at, attempt_timeout, max_attempts, backoff_min, backoff_max,
+			cancel_group_on_failure, state, created_at, updated_at)
+			VALUES ('q', 'old', '{}', 0, 0, 0, 1, 0, 0, false, 'waiting', 0, 0)`,
+	} {
+		if _, err := conn.Exec(ctx, expand(q, schema)); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	var opts []string
+	if err := conn.QueryRow(ctx, `SELECT COALESCE(reloptions, '{}') FROM pg_class WHERE oid = $1::regclass`, quoteIdent(schema)+".jobs").Scan(&opts); err != nil {
+		t.Fatal(err)
+	}
+	if len(opts) != 0 {
+		t.Fatalf("version 1 jobs table options = %v, want none", opts)
+	}
+
+	s := openAt(t, u, schema, Config{})
+	if got := schemaVersions(t, s); !slices.Equal(got, []int{1, 2}) {
+		t.Fatalf("schema_migrations = %v, want [1 2]", got)
+	}
+	if err := conn.QueryRow(ctx, `SELECT reloptions FROM pg_class WHERE oid = $1::regclass`, quoteIdent(schema)+".jobs").Scan(&opts); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(opts, []string{"fillfactor=70"}) {
+		t.Errorf("jobs table options = %v, want [fillfactor=70]", opts)
+	}
+	js, err := s.Fetch(ctx, t0, "q", "w", 10, time.Minute)
+	if err != nil || len(js) != 1 || js[0].Kind != "old" {
+		t.Fatalf("Fetch after the upgrade = %v, %v; want the job from before", js, err)
+	}
+	if applied, err := s.Complete(ctx, t0, "w", succeeded(js)); err != nil || !slices.Equal(applied, []bool{true}) {
+		t.Fatalf("Complete = %v, %v", applied, err)
+	}
+}
+
 func TestSchemaVersionChecks(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
