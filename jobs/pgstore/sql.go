@@ -260,6 +260,17 @@ const (
 	WHERE j.id = lk.id AND ` + fenced + `
 	RETURNING j.id, j.state, COALESCE(j.group_name, ''), j.cancel_group_on_failure`
 
+	// Complete when every outcome is Succeeded: the same fencing and lock
+	// order as sqlComplete, without its per-row CASEs. $1 ids, $2 owner,
+	// $3 attempts, $4 now.
+	sqlCompleteSucceeded = `UPDATE {s}.jobs j SET state = 'succeeded', finished_at = $4::bigint,
+		updated_at = $4::bigint, lease_owner = NULL, lease_expires_at = NULL
+	FROM unnest($1::int8[], $3::int4[]) AS o(id, attempt),
+		(SELECT j.id FROM {s}.jobs j JOIN unnest($1::int8[], $3::int4[]) AS o(id, attempt) ON ` + fenced + `
+			ORDER BY j.id FOR UPDATE OF j) AS lk
+	WHERE j.id = lk.id AND ` + fenced + `
+	RETURNING j.id`
+
 	// $1 group, $2 reason, $3 now.
 	sqlGroupCancelWaiting = `UPDATE {s}.jobs j SET state = 'canceled', reason = $2::text, finished_at = $3::bigint, updated_at = $3::bigint
 	WHERE j.group_name = $1::text AND j.state = 'waiting'`
@@ -338,7 +349,8 @@ const (
 // queries are the statements with the schema filled in.
 type queries struct {
 	queueEnsure, queueLock, idempotent, insertJobs, shedVictim, shed, retryAfter string
-	fetch, heartbeat, complete, groupCancelWaiting, groupCancelRunning           string
+	fetch, heartbeat, complete, completeSucceeded                                string
+	groupCancelWaiting, groupCancelRunning                                       string
 	cancel, get, recover, expire, putQueue, getQueue, queues, queueStats, group  string
 	lead, resign, deleteFinished                                                 string
 }
@@ -348,7 +360,7 @@ func newQueries(schema string) queries {
 	return queries{
 		queueEnsure: e(sqlQueueEnsure), queueLock: e(sqlQueueLock), idempotent: e(sqlIdempotent),
 		insertJobs: e(sqlInsertJobs), shedVictim: e(sqlShedVictim), shed: e(sqlShed), retryAfter: e(sqlRetryAfter),
-		fetch: e(sqlFetch), heartbeat: e(sqlHeartbeat), complete: e(sqlComplete),
+		fetch: e(sqlFetch), heartbeat: e(sqlHeartbeat), complete: e(sqlComplete), completeSucceeded: e(sqlCompleteSucceeded),
 		groupCancelWaiting: e(sqlGroupCancelWaiting), groupCancelRunning: e(sqlGroupCancelRunning),
 		cancel: e(sqlCancel), get: e(sqlGet), recover: e(sqlRecover), expire: e(sqlExpire),
 		putQueue: e(sqlPutQueue), getQueue: e(sqlGetQueue), queues: e(sqlQueues),
