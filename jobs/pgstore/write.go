@@ -126,40 +126,6 @@ func (s *Store) Heartbeat(ctx context.Context, now time.Time, owner string, held
 // have several in the batch (normally stale, fenced off), and so on; one
 // more round trip for the group cancellations of final failures. The
 // group cancellations run after every outcome of the batch.
-// allSucceeded reports whether every outcome in round is Succeeded.
-func allSucceeded(outcomes []jobs.Outcome, round []int) bool {
-	for _, i := range round {
-		if outcomes[i].Kind != jobs.Succeeded {
-			return false
-		}
-	}
-	return true
-}
-
-// completeSucceeded applies a round of Succeeded outcomes with the simpler
-// statement, marking in applied those that the fencing let through.
-func (s *Store) completeSucceeded(ctx context.Context, tx pgx.Tx, owner string, outcomes []jobs.Outcome, round []int, nowNS int64, applied []bool) error {
-	ids, attempts := make([]int64, len(round)), make([]int32, len(round))
-	index := make(map[int64]int, len(round))
-	for k, i := range round {
-		o := outcomes[i]
-		ids[k], attempts[k] = o.ID, pgAttempt(o.Attempt.Attempt)
-		index[o.ID] = i
-	}
-	rows, err := tx.Query(ctx, s.q.completeSucceeded, ids, owner, attempts, nowNS)
-	if err != nil {
-		return err
-	}
-	var id int64
-	_, err = pgx.ForEachRow(rows, []any{&id}, func() error {
-		if i, ok := index[id]; ok {
-			applied[i] = true
-		}
-		return nil
-	})
-	return err
-}
-
 func (s *Store) Complete(ctx context.Context, now time.Time, owner string, outcomes []jobs.Outcome) ([]bool, error) {
 	const op = "complete"
 	for i, o := range outcomes {
@@ -263,6 +229,40 @@ func (s *Store) Complete(ctx context.Context, now time.Time, owner string, outco
 		return nil, s.wrap(ctx, op, err)
 	}
 	return applied, nil
+}
+
+// allSucceeded reports whether every outcome in round is Succeeded.
+func allSucceeded(outcomes []jobs.Outcome, round []int) bool {
+	for _, i := range round {
+		if outcomes[i].Kind != jobs.Succeeded {
+			return false
+		}
+	}
+	return true
+}
+
+// completeSucceeded applies a round of Succeeded outcomes with the simpler
+// statement, marking in applied those that the fencing let through.
+func (s *Store) completeSucceeded(ctx context.Context, tx pgx.Tx, owner string, outcomes []jobs.Outcome, round []int, nowNS int64, applied []bool) error {
+	ids, attempts := make([]int64, len(round)), make([]int32, len(round))
+	index := make(map[int64]int, len(round))
+	for k, i := range round {
+		o := outcomes[i]
+		ids[k], attempts[k] = o.ID, pgAttempt(o.Attempt.Attempt)
+		index[o.ID] = i
+	}
+	rows, err := tx.Query(ctx, s.q.completeSucceeded, ids, owner, attempts, nowNS)
+	if err != nil {
+		return err
+	}
+	var id int64
+	_, err = pgx.ForEachRow(rows, []any{&id}, func() error {
+		if i, ok := index[id]; ok {
+			applied[i] = true
+		}
+		return nil
+	})
+	return err
 }
 
 // queueGroupCancel queues the statements that cancel group's waiting jobs

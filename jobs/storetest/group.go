@@ -163,6 +163,20 @@ var cancelTests = []subtest{
 			h.wantState(j.ID, jobs.StateCanceled)
 		}
 	}},
+	{"RequestedThenSucceeded", func(h *h) {
+		// A handler that finishes its work although its cancellation was
+		// requested succeeded: the outcome stands, and the request and
+		// its reason stay on the record.
+		h.enqueue1(T0, job("q"))
+		j := h.fetch1(T0, "q", "w", time.Minute)
+		h.cancel(at(time.Second), j.ID, "user asked")
+		h.completeOK(at(2*time.Second), "w", ok(j, jobs.Succeeded))
+		got := h.wantState(j.ID, jobs.StateSucceeded)
+		if !got.CancelRequested || got.Reason != "user asked" || got.Attempt != 1 || got.LeaseOwner != "" {
+			h.t.Errorf("succeeded job after a cancel request = %s, want CancelRequested, reason %q, attempt 1, no lease", show(got), "user asked")
+		}
+		h.wantTime("FinishedAt", got.FinishedAt, at(2*time.Second))
+	}},
 	{"Terminal", func(h *h) {
 		h.enqueue1(T0, job("q"))
 		j := h.fetch1(T0, "q", "w", time.Minute)
