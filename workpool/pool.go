@@ -174,48 +174,46 @@ func (p *Pool) submit(ctx context.Context, o Options, fn func(context.Context) e
 	if o.MaxQueueWait != 0 {
 		maxQWait = max(o.MaxQueueWait, 0)
 	}
+	// A light entry (see entry) needs no Task. A heavy one takes its Task
+	// from taskPool; it goes back there when it was refused (nobody ever
+	// saw it) or, for Go, once it ran (see finish).
+	e := entry{prio: o.Priority}
 	if noHandle && maxQWait == 0 && o.Tag == nil && !p.timed && isBackground(ctx) {
-		if err := p.goLight(ctx, o, fn); err != nil {
+		e.fn = fn
+	} else {
+		t := taskPool.Get().(*Task)
+		t.recycle = noHandle && maxQWait == 0 && isBackground(ctx)
+		t.fn, t.ctx, t.pool, t.tag, t.prio, t.maxQWait = fn, ctx, p, o.Tag, o.Priority, maxQWait
+		t.cancelable = !t.recycle && ctx.Done() != nil
+		e.t = t
+		if ctx.Err() != nil {
+			p.mu.Lock()
+			err := p.refuseLocked(ReasonExpired, context.Cause(ctx))
+			p.mu.Unlock()
+			p.refused(t, err)
 			return nil, err
 		}
-		return nil, nil
-	}
-	// Tasks come from taskPool; they go back to it when they were refused
-	// (nobody ever saw them) or, for Go, once they ran (see finish).
-	t := taskPool.Get().(*Task)
-	t.recycle = noHandle && maxQWait == 0 && isBackground(ctx)
-	t.fn, t.ctx, t.pool, t.tag, t.prio, t.maxQWait = fn, ctx, p, o.Tag, o.Priority, maxQWait
-	t.cancelable = !t.recycle && ctx.Done() != nil
-	if ctx.Err() != nil {
-		p.mu.Lock()
-		err := p.refuseLocked(ReasonExpired, context.Cause(ctx))
-		p.mu.Unlock()
-		p.refused(t, err)
-		return nil, err
 	}
 
 	p.mu.Lock()
 	if p.closing {
-		err := p.refuseLocked(ReasonClosed, nil)
-		p.mu.Unlock()
-		p.refused(t, err)
-		return nil, err
+		return nil, p.refuseUnlock(e, ReasonClosed)
 	}
 	if n := len(p.idle); n > 0 {
 		w := p.idle[n-1]
 		p.idle[n-1] = nil
 		p.idle = p.idle[:n-1]
-		p.takeLocked(t)
+		p.takeLocked(e)
 		p.mu.Unlock()
-		w.wake <- entry{t: t, prio: t.prio}
-		return t, nil
+		w.wake <- e
+		return e.t, nil
 	}
 	if p.live < p.workers {
 		p.live++
-		p.takeLocked(t)
+		p.takeLocked(e)
 		p.mu.Unlock()
-		go p.work(entry{t: t, prio: t.prio})
-		return t, nil
+		go p.work(e)
+		return e.t, nil
 	}
 	policy := o.Policy
 	if policy == PolicyDefault {
@@ -223,112 +221,70 @@ func (p *Pool) submit(ctx context.Context, o Options, fn func(context.Context) e
 	}
 	// A Wait submitter does not overtake those already waiting.
 	if p.queued < p.queueSize && (policy != Wait || p.pending.n == 0) {
-		p.enqueueLocked(t)
+		p.enqueueLocked(e)
 		p.mu.Unlock()
-		return t, nil
+		return e.t, nil
 	}
 	switch policy {
 	case Wait:
+		t := e.t
+		if t == nil { // parking needs a Task record (see waiter); it recycles
+			t = taskPool.Get().(*Task)
+			t.recycle = true
+			t.fn, t.ctx, t.pool, t.prio = fn, ctx, p, o.Priority
+		}
 		return p.waitLocked(ctx, t, o.MaxWait)
 	case ShedLowest:
-		if victim, shed, ok := p.shedLocked(t.prio); ok {
-			p.enqueueLocked(t)
+		if victim, shed, ok := p.shedLocked(e.prio); ok {
+			p.enqueueLocked(e)
 			p.mu.Unlock()
 			if victim != nil {
 				p.drop(victim, shed)
 			}
-			return t, nil
+			return e.t, nil
 		}
 	}
-	err := p.refuseLocked(ReasonQueueFull, nil)
-	p.mu.Unlock()
-	p.refused(t, err)
-	return nil, err
+	return nil, p.refuseUnlock(e, ReasonQueueFull)
 }
 
-// goLight is submit for a light task (see entry): the same decisions,
-// without a Task record unless the Wait policy parks the submitter.
-func (p *Pool) goLight(ctx context.Context, o Options, fn func(context.Context) error) error {
-	e := entry{fn: fn, prio: o.Priority}
-	p.mu.Lock()
-	if p.closing {
-		err := p.refuseLocked(ReasonClosed, nil)
-		p.mu.Unlock()
-		return err
-	}
-	if n := len(p.idle); n > 0 {
-		w := p.idle[n-1]
-		p.idle[n-1] = nil
-		p.idle = p.idle[:n-1]
-		p.stats.Submitted++
-		p.running++
-		p.mu.Unlock()
-		w.wake <- e
-		return nil
-	}
-	if p.live < p.workers {
-		p.live++
-		p.stats.Submitted++
-		p.running++
-		p.mu.Unlock()
-		go p.work(e)
-		return nil
-	}
-	policy := o.Policy
-	if policy == PolicyDefault {
-		policy = p.policy
-	}
-	if p.queued < p.queueSize && (policy != Wait || p.pending.n == 0) {
-		p.queues[e.prio.class()].push(e)
-		p.queued++
-		p.stats.Submitted++
-		p.mu.Unlock()
-		return nil
-	}
-	switch policy {
-	case Wait:
-		// Parking needs a Task record (see waiter); it recycles.
-		t := taskPool.Get().(*Task)
-		t.recycle = true
-		t.fn, t.ctx, t.pool, t.prio = fn, ctx, p, o.Priority
-		_, err := p.waitLocked(ctx, t, o.MaxWait)
-		return err
-	case ShedLowest:
-		if victim, shed, ok := p.shedLocked(e.prio); ok {
-			p.queues[e.prio.class()].push(e)
-			p.queued++
-			p.stats.Submitted++
-			p.mu.Unlock()
-			if victim != nil {
-				p.drop(victim, shed)
-			}
-			return nil
-		}
-	}
-	err := p.refuseLocked(ReasonQueueFull, nil)
+// refuseUnlock refuses e at submission with reason r, releases mu, and
+// reports and recycles e's Task if it has one (a light entry's pool has no
+// OnReject hook).
+func (p *Pool) refuseUnlock(e entry, r Reason) *RejectError {
+	err := p.refuseLocked(r, nil)
 	p.mu.Unlock()
+	if e.t != nil {
+		p.refused(e.t, err)
+	}
 	return err
 }
 
-// takeLocked records that a worker takes t without queueing it.
-func (p *Pool) takeLocked(t *Task) {
-	t.state = stateWorker
-	if p.timed {
-		t.enqueued = time.Now()
+// takeLocked records that a worker takes e without queueing it.
+func (p *Pool) takeLocked(e entry) {
+	if t := e.t; t != nil {
+		t.state = stateWorker
+		if p.timed {
+			t.enqueued = time.Now()
+		}
 	}
 	p.stats.Submitted++
 	p.running++
 }
 
-// enqueueLocked accepts t into its class's queue and arms its expiry.
-func (p *Pool) enqueueLocked(t *Task) {
+// enqueueLocked accepts e into its class's queue and arms its Task's
+// expiry.
+func (p *Pool) enqueueLocked(e entry) {
+	p.queues[e.prio.class()].push(e)
+	p.queued++
+	p.stats.Submitted++
+	t := e.t
+	if t == nil {
+		return
+	}
 	t.state = stateQueued
 	if p.timed || t.maxQWait > 0 {
 		t.enqueued = time.Now()
 	}
-	p.queues[t.prio.class()].push(entry{t: t, prio: t.prio})
-	p.queued++
-	p.stats.Submitted++
 	if t.cancelable {
 		t.stopCtx = context.AfterFunc(t.ctx, func() { p.expire(t, context.Cause(t.ctx)) })
 	}
@@ -511,7 +467,7 @@ func (p *Pool) admitPendingLocked(wake *[]*waiter) (admitted bool) {
 	}
 	for p.pending.n > 0 && p.queued < p.queueSize {
 		t := p.pending.popFront()
-		p.enqueueLocked(t)
+		p.enqueueLocked(entry{t: t, prio: t.prio})
 		admitLocked(t, wake)
 		admitted = true
 	}
@@ -682,8 +638,9 @@ func (p *Pool) nextLocked(wake *[]*waiter) entry {
 				return entry{}
 			}
 			settleLocked(t, nil) // at once: this is no batch
-			p.takeLocked(t)
-			return entry{t: t, prio: t.prio}
+			e := entry{t: t, prio: t.prio}
+			p.takeLocked(e)
+			return e
 		}
 		c := numClasses - 1
 		for p.queues[c].len() == 0 {

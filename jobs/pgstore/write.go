@@ -167,43 +167,50 @@ func (s *Store) Complete(ctx context.Context, now time.Time, owner string, outco
 		}
 		var failures []failure
 		for _, round := range rounds {
-			if allSucceeded(outcomes, round) {
-				if err := s.completeSucceeded(ctx, tx, owner, outcomes, round, nowNS, applied); err != nil {
-					return err
-				}
-				continue
-			}
 			m := len(round)
-			var (
-				ids, runAts   = make([]int64, m), make([]int64, m)
-				attempts      = make([]int32, m)
-				kinds         = make([]int16, m)
-				errs, reasons = make([]string, m), make([]string, m)
-				index         = make(map[int64]int, m)
-			)
+			ids, attempts := make([]int64, m), make([]int32, m)
+			index := make(map[int64]int, m)
+			succeededOnly := true
 			for k, i := range round {
 				o := outcomes[i]
-				ids[k], attempts[k], kinds[k] = o.ID, pgAttempt(o.Attempt.Attempt), int16(o.Kind)
-				runAt := o.RunAt
-				if runAt.IsZero() {
-					runAt = now
-				}
-				runAts[k], errs[k], reasons[k] = nanos(runAt), jobs.CleanText(o.Error), jobs.CleanText(o.Reason)
-				if o.Kind == jobs.Released && o.RunAt.IsZero() {
-					runAts[k] = 0 // keep the job's place in line
-				}
+				ids[k], attempts[k] = o.ID, pgAttempt(o.Attempt.Attempt)
 				index[o.ID] = i
-			}
-			rows, err := tx.Query(ctx, s.q.complete, ids, owner, attempts, kinds, runAts, errs, reasons, nowNS)
-			if err != nil {
-				return err
+				succeededOnly = succeededOnly && o.Kind == jobs.Succeeded
 			}
 			var (
 				id           int64
 				state, group string
 				cancelGroup  bool
+				rows         pgx.Rows
+				err          error
 			)
-			_, err = pgx.ForEachRow(rows, []any{&id, &state, &group, &cancelGroup}, func() error {
+			dest := []any{&id, &state, &group, &cancelGroup}
+			if succeededOnly {
+				// The common case, without the general statement's
+				// per-row CASEs; it returns only the IDs.
+				dest = dest[:1]
+				rows, err = tx.Query(ctx, s.q.completeSucceeded, ids, owner, attempts, nowNS)
+			} else {
+				kinds, runAts := make([]int16, m), make([]int64, m)
+				errs, reasons := make([]string, m), make([]string, m)
+				for k, i := range round {
+					o := outcomes[i]
+					kinds[k] = int16(o.Kind)
+					runAt := o.RunAt
+					if runAt.IsZero() {
+						runAt = now
+					}
+					runAts[k], errs[k], reasons[k] = nanos(runAt), jobs.CleanText(o.Error), jobs.CleanText(o.Reason)
+					if o.Kind == jobs.Released && o.RunAt.IsZero() {
+						runAts[k] = 0 // keep the job's place in line
+					}
+				}
+				rows, err = tx.Query(ctx, s.q.complete, ids, owner, attempts, kinds, runAts, errs, reasons, nowNS)
+			}
+			if err != nil {
+				return err
+			}
+			_, err = pgx.ForEachRow(rows, dest, func() error {
 				if i, ok := index[id]; ok {
 					applied[i] = true
 				}
@@ -229,40 +236,6 @@ func (s *Store) Complete(ctx context.Context, now time.Time, owner string, outco
 		return nil, s.wrap(ctx, op, err)
 	}
 	return applied, nil
-}
-
-// allSucceeded reports whether every outcome in round is Succeeded.
-func allSucceeded(outcomes []jobs.Outcome, round []int) bool {
-	for _, i := range round {
-		if outcomes[i].Kind != jobs.Succeeded {
-			return false
-		}
-	}
-	return true
-}
-
-// completeSucceeded applies a round of Succeeded outcomes with the simpler
-// statement, marking in applied those that the fencing let through.
-func (s *Store) completeSucceeded(ctx context.Context, tx pgx.Tx, owner string, outcomes []jobs.Outcome, round []int, nowNS int64, applied []bool) error {
-	ids, attempts := make([]int64, len(round)), make([]int32, len(round))
-	index := make(map[int64]int, len(round))
-	for k, i := range round {
-		o := outcomes[i]
-		ids[k], attempts[k] = o.ID, pgAttempt(o.Attempt.Attempt)
-		index[o.ID] = i
-	}
-	rows, err := tx.Query(ctx, s.q.completeSucceeded, ids, owner, attempts, nowNS)
-	if err != nil {
-		return err
-	}
-	var id int64
-	_, err = pgx.ForEachRow(rows, []any{&id}, func() error {
-		if i, ok := index[id]; ok {
-			applied[i] = true
-		}
-		return nil
-	})
-	return err
 }
 
 // queueGroupCancel queues the statements that cancel group's waiting jobs
