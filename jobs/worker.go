@@ -99,7 +99,6 @@ type Worker struct {
 	held      map[int64]*heldJob      // guarded by mu; fetched jobs whose outcome is not yet written
 	pending   []Outcome               // guarded by mu; outcomes not yet written
 	stats     WorkerStats             // guarded by mu
-	lastBeat  time.Time               // guarded by mu
 	stopErr   error                   // guarded by mu
 	stoppedCh chan struct{}           // closed when Stop finished
 }
@@ -133,6 +132,10 @@ type heldJob struct {
 	job    *Job
 	q      *queueRunner
 	cancel context.CancelCauseFunc // nil until the handler starts
+	// until is when the job's lease runs out as far as this worker knows:
+	// the fetch's (or its renewal's) time plus Lease, moved by each
+	// heartbeat that extends it.
+	until time.Time
 }
 
 type queueRunner struct {
@@ -267,7 +270,6 @@ func (w *Worker) Start(ctx context.Context) error {
 
 	w.mu.Lock()
 	w.queues = runners
-	w.lastBeat = w.cfg.Now()
 	w.mu.Unlock()
 	for _, q := range runners {
 		w.fetchers.Add(1)
@@ -442,16 +444,17 @@ func (w *Worker) fetchLoop(q *queueRunner) {
 		jobs, err := call(w.bgCtx, w.cfg.CallTimeout, func(ctx context.Context) ([]*Job, error) {
 			return w.store.Fetch(ctx, now, q.name, w.cfg.ID, n, w.cfg.Lease)
 		})
+		leaseFrom := now
 		if err == nil && len(jobs) > 0 && w.fetchCtx.Err() != nil {
-			w.release(q, jobs)
+			w.release(q, jobs, leaseFrom)
 			return
 		}
 		if err == nil && len(jobs) > 0 && w.cfg.Now().Sub(now) >= w.renewAfter() {
-			if jobs = w.renewFetched(jobs, now); len(jobs) == 0 {
+			if jobs, leaseFrom = w.renewFetched(jobs, now); len(jobs) == 0 {
 				continue // all lost: fetch again at once
 			}
 			if w.fetchCtx.Err() != nil { // quiesced during the renewal
-				w.release(q, jobs)
+				w.release(q, jobs, leaseFrom)
 				return
 			}
 		}
@@ -478,7 +481,7 @@ func (w *Worker) fetchLoop(q *queueRunner) {
 			continue
 		}
 		idle = w.cfg.PollInterval
-		w.dispatch(q, jobs, lim)
+		w.dispatch(q, jobs, lim, leaseFrom)
 	}
 }
 
@@ -497,8 +500,9 @@ func (w *Worker) renewAfter() time.Duration {
 // node's, took them back) and must not run. If the renewal fails, the jobs
 // run and the heartbeat loop goes on trying, as for any held job, unless
 // their lease has certainly expired: then none runs, and lease recovery
-// takes them back.
-func (w *Worker) renewFetched(jobs []*Job, fetchedAt time.Time) []*Job {
+// takes them back. leaseFrom is when the leases of the jobs returned were
+// last set: the renewal's time, or fetchedAt if it failed.
+func (w *Worker) renewFetched(jobs []*Job, fetchedAt time.Time) (kept []*Job, leaseFrom time.Time) {
 	held := make([]Attempt, len(jobs))
 	for i, j := range jobs {
 		held[i] = attemptOf(j)
@@ -517,19 +521,19 @@ func (w *Worker) renewFetched(jobs []*Job, fetchedAt time.Time) []*Job {
 			w.stats.LostBeforeStart += len(jobs)
 			w.mu.Unlock()
 			w.log.Warn("jobs: renewing the leases of a slow fetch failed and they have expired; not running its jobs", "jobs", len(jobs), "err", err)
-			return nil
+			return nil, fetchedAt
 		}
 		w.log.Warn("jobs: renewing the leases of a slow fetch failed", "jobs", len(jobs), "err", err)
-		return jobs
+		return jobs, fetchedAt
 	}
 	if len(lost) == 0 {
-		return jobs
+		return jobs, now
 	}
 	gone := make(map[int64]bool, len(lost))
 	for _, id := range lost {
 		gone[id] = true
 	}
-	kept := jobs[:0]
+	kept = jobs[:0]
 	for _, j := range jobs {
 		if !gone[j.ID] {
 			kept = append(kept, j)
@@ -539,16 +543,17 @@ func (w *Worker) renewFetched(jobs []*Job, fetchedAt time.Time) []*Job {
 	w.stats.LostBeforeStart += len(jobs) - len(kept)
 	w.mu.Unlock()
 	w.log.Warn("jobs: a slow fetch returned jobs whose lease was already lost; not running them", "lost", len(jobs)-len(kept))
-	return kept
+	return kept, now
 }
 
 // release hands back jobs fetched after Quiesce: back to waiting, no
-// attempt used.
-func (w *Worker) release(q *queueRunner, jobs []*Job) {
+// attempt used. Their leases were set at leaseFrom.
+func (w *Worker) release(q *queueRunner, jobs []*Job, leaseFrom time.Time) {
+	until := leaseFrom.Add(w.cfg.Lease)
 	w.mu.Lock()
 	w.stats.Fetched += len(jobs)
 	for _, j := range jobs {
-		w.held[j.ID] = &heldJob{job: j, q: q}
+		w.held[j.ID] = &heldJob{job: j, q: q, until: until}
 		q.active++
 	}
 	w.mu.Unlock()
@@ -558,12 +563,14 @@ func (w *Worker) release(q *queueRunner, jobs []*Job) {
 }
 
 // dispatch hands fetched jobs to the queue's pool, waiting for the rate
-// limiter between them. Jobs left when fetching stops are released.
-func (w *Worker) dispatch(q *queueRunner, jobs []*Job, lim *rate.Limiter) {
+// limiter between them. Jobs left when fetching stops are released. Their
+// leases were set at leaseFrom.
+func (w *Worker) dispatch(q *queueRunner, jobs []*Job, lim *rate.Limiter, leaseFrom time.Time) {
+	until := leaseFrom.Add(w.cfg.Lease)
 	w.mu.Lock()
 	w.stats.Fetched += len(jobs)
 	for _, j := range jobs {
-		w.held[j.ID] = &heldJob{job: j, q: q}
+		w.held[j.ID] = &heldJob{job: j, q: q, until: until}
 		q.active++
 	}
 	w.mu.Unlock()
@@ -950,31 +957,34 @@ func (w *Worker) heartbeatLoop() {
 		case <-w.bgCtx.Done():
 			return
 		}
-		if err := w.beat(w.bgCtx); err != nil && w.bgCtx.Err() == nil {
+		if err := w.beat(w.bgCtx, time.Time{}); err != nil && w.bgCtx.Err() == nil {
 			w.log.Warn("jobs: heartbeat failed", "err", err)
 		}
 	}
 }
 
-// beat extends the leases of every held job once, and cancels the ones
-// that were lost or whose cancellation was requested. Heartbeats and
-// maintenance both call it; beatMu keeps them from racing each other.
-func (w *Worker) beat(ctx context.Context) error {
+// beat extends the leases of the held jobs whose lease runs out before
+// due (of every held job if due is zero), and cancels the ones that were
+// lost or whose cancellation was requested. If the store cannot be
+// reached, the jobs whose lease has run out by then are canceled as lost:
+// another worker may have them by now. Heartbeats (every held job) and
+// maintenance (only jobs whose lease is about to run out) both call it;
+// beatMu keeps them from racing each other.
+func (w *Worker) beat(ctx context.Context, due time.Time) error {
 	w.beatMu.Lock()
 	defer w.beatMu.Unlock()
 	w.mu.Lock()
 	held := make([]Attempt, 0, len(w.held))
 	for _, h := range w.held {
-		held = append(held, attemptOf(h.job))
+		if due.IsZero() || h.until.Before(due) {
+			held = append(held, attemptOf(h.job))
+		}
 	}
 	w.mu.Unlock()
-	now := w.cfg.Now()
 	if len(held) == 0 {
-		w.mu.Lock()
-		w.lastBeat = now
-		w.mu.Unlock()
 		return nil
 	}
+	now := w.cfg.Now()
 	var lost, cancel []int64
 	_, err := call(ctx, w.cfg.CallTimeout, func(ctx context.Context) (struct{}, error) {
 		var err error
@@ -985,16 +995,20 @@ func (w *Worker) beat(ctx context.Context) error {
 	defer w.mu.Unlock()
 	if err != nil {
 		w.stats.StoreErrs++
-		if w.cfg.Now().Sub(w.lastBeat) > w.cfg.Lease {
-			for _, h := range w.held {
-				if h.cancel != nil {
-					h.cancel(errLeaseLost)
-				}
+		expired := w.cfg.Now()
+		for _, h := range w.held {
+			if h.cancel != nil && !h.until.After(expired) {
+				h.cancel(errLeaseLost)
 			}
 		}
 		return err
 	}
-	w.lastBeat = now
+	until := now.Add(w.cfg.Lease)
+	for _, a := range held {
+		if h := w.held[a.ID]; h != nil && h.job.Attempt == a.Attempt {
+			h.until = until
+		}
+	}
 	for _, id := range lost {
 		if h := w.held[id]; h != nil && h.cancel != nil {
 			h.cancel(errLeaseLost)
@@ -1040,13 +1054,16 @@ func (w *Worker) maintenanceLoop() {
 }
 
 func (w *Worker) maintain(ctx context.Context) {
-	// Extend this worker's own leases first, and recover only leases that
-	// expired before that extension began: when the database is slow
-	// (another process holding the write lock), the recovery below must
-	// not find the jobs this live worker holds expired and run them again.
-	// If even the extension fails, skip recovery this round.
+	// Extend this worker's own leases that run out within a heartbeat
+	// interval first (normally none: the heartbeat loop keeps every lease
+	// at least Lease-HeartbeatInterval ahead), and recover only leases
+	// that expired before that extension began: when the database or the
+	// heartbeat loop is slow (another process holding the write lock), the
+	// recovery below must not find the jobs this live worker holds expired
+	// and run them again. If even the extension fails, skip recovery this
+	// round.
 	now := w.cfg.Now()
-	if err := w.beat(ctx); err != nil {
+	if err := w.beat(ctx, now.Add(w.cfg.HeartbeatInterval)); err != nil {
 		return
 	}
 	if e, ok := w.store.(Elector); ok {

@@ -782,3 +782,102 @@ func TestSlowFetchRenewsLeases(t *testing.T) {
 		})
 	}
 }
+
+// beatStore counts the Heartbeat calls that carry jobs, and fails them
+// while failing is set.
+type beatStore struct {
+	jobs.Store
+	beats   atomic.Int32
+	failing atomic.Bool
+}
+
+func (s *beatStore) Heartbeat(ctx context.Context, now time.Time, owner string, held []jobs.Attempt, lease time.Duration) ([]int64, []int64, error) {
+	if len(held) > 0 {
+		s.beats.Add(1)
+	}
+	if s.failing.Load() {
+		return nil, nil, fmt.Errorf("%w: test outage", jobs.ErrUnavailable)
+	}
+	return s.Store.Heartbeat(ctx, now, owner, held, lease)
+}
+
+// Maintenance extends only the leases about to run out (within a heartbeat
+// interval), so a worker that holds jobs does not rewrite every one of them
+// each maintenance pass; the heartbeat loop extends them all, every
+// HeartbeatInterval.
+func TestMaintenanceLeavesFreshLeases(t *testing.T) {
+	cfg := fastWorker()
+	cfg.Lease = 30 * time.Second
+	cfg.HeartbeatInterval = 10 * time.Second // no heartbeat tick during the test
+	cfg.MaintenanceInterval = 10 * time.Millisecond
+	st := &beatStore{Store: openStore(t)}
+	c := jobs.NewClient(st, jobs.ClientConfig{})
+	reg := jobs.NewRegistry()
+	started, release := make(chan struct{}), make(chan struct{})
+	reg.Handle("hold", jobs.HandlerFunc(func(ctx context.Context, _ *jobs.Job) error {
+		close(started)
+		<-release
+		return nil
+	}))
+	j := enqueue(t, c, jobs.NewJob{Kind: "hold"})
+	w := startWorker(t, st, reg, cfg)
+	<-started
+	passes := w.Stats().MaintenancePasses
+	deadline := time.Now().Add(10 * time.Second)
+	for w.Stats().MaintenancePasses < passes+10 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if got := w.Stats().MaintenancePasses - passes; got < 10 {
+		t.Fatalf("only %d maintenance passes in 10s", got)
+	}
+	if n := st.beats.Load(); n != 0 {
+		t.Errorf("%d heartbeats carried jobs while the lease had %v or more left, want none", n, cfg.Lease-cfg.HeartbeatInterval)
+	}
+	close(release)
+	waitState(t, c, j.ID, jobs.StateSucceeded)
+}
+
+// While heartbeats fail, a running job keeps going as long as its own
+// lease lasts, and its context is canceled once the lease has run out
+// (another worker may have the job by then).
+func TestFailingHeartbeatsCancelJobsWhoseLeaseRanOut(t *testing.T) {
+	cfg := fastWorker()
+	cfg.Lease = 2 * time.Second
+	cfg.HeartbeatInterval = 50 * time.Millisecond
+	cfg.MaintenanceInterval = time.Hour
+	st := &beatStore{Store: openStore(t)}
+	c := jobs.NewClient(st, jobs.ClientConfig{})
+	reg := jobs.NewRegistry()
+	type result struct {
+		after time.Duration
+		cause error
+	}
+	done := make(chan result, 1)
+	reg.Handle("hold", jobs.HandlerFunc(func(ctx context.Context, _ *jobs.Job) error {
+		st.failing.Store(true)
+		start := time.Now()
+		select {
+		case <-ctx.Done():
+			done <- result{time.Since(start), context.Cause(ctx)}
+		case <-time.After(20 * time.Second):
+			done <- result{time.Since(start), nil}
+		}
+		return ctx.Err()
+	}))
+	enqueue(t, c, jobs.NewJob{Kind: "hold"})
+	startWorker(t, st, reg, cfg)
+	r := <-done
+	if r.cause == nil || !strings.Contains(r.cause.Error(), "lease lost") {
+		t.Fatalf("handler context ended after %v with cause %v, want the lease lost", r.after, r.cause)
+	}
+	// The lease counts from before the fetch, so the job may lose it a
+	// little before a whole lease after its handler started; not at the
+	// first failed heartbeats.
+	if r.after < cfg.Lease/2 {
+		t.Errorf("handler canceled %v after it started, with a %v lease", r.after, cfg.Lease)
+	}
+	if n := st.beats.Load(); n < 2 {
+		t.Errorf("%d heartbeats, want several failed ones", n)
+	}
+	st.failing.Store(false)
+}
