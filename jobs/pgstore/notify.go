@@ -139,7 +139,7 @@ func (s *Store) listenLoop(ctx context.Context, conn *pgx.Conn, out chan<- jobs.
 	}
 }
 
-// parseNotification reads a payload sent by the schema's triggers:
+// parseNotification reads a payload sent by the schema's triggers or the store:
 // "queue:<name>" or "cancel:<id>".
 func parseNotification(payload string) (jobs.Notification, bool) {
 	if q, ok := strings.CutPrefix(payload, "queue:"); ok {

@@ -20,8 +20,10 @@
 // # Capacity across nodes
 //
 // Each queue's row carries a count of its waiting jobs, kept exact by
-// statement-level triggers on the jobs table (whatever statement changes
-// a job, the store's or an operator's; TRUNCATE excepted). Enqueue locks
+// statement-level triggers on inserts into and deletes from the jobs table
+// (the store's or an operator's; TRUNCATE excepted), and by the store's own
+// statements that move jobs into or out of the waiting state (an
+// operator's UPDATE of a job's state is not counted). Enqueue locks
 // the queue's row (SELECT ... FOR UPDATE) for its whole transaction, reads
 // the count and inserts, so Enqueue calls into one queue take turns
 // whichever node makes them: Enqueue never makes a queue hold more than
@@ -39,10 +41,11 @@
 //
 // # Notifications and leadership
 //
-// Triggers NOTIFY the channel <schema>_events with "queue:<name>" when jobs
-// due now become waiting in a queue (once per transaction and queue:
-// PostgreSQL folds repeats), and with "cancel:<id>" when the cancellation
-// of a running job is requested. Listen holds one dedicated connection,
+// The store NOTIFIES the channel <schema>_events with "queue:<name>" when
+// jobs due now become waiting in a queue (an insert trigger for new jobs;
+// Complete and RecoverLeases for jobs going back to waiting; once per
+// transaction and queue), and a trigger with "cancel:<id>" when the
+// cancellation of a running job is requested. Listen holds one dedicated connection,
 // outside the pool, per call. The Elector keeps one row in the leader
 // table.
 //

@@ -287,8 +287,19 @@ func TestMigrationFromVersion1(t *testing.T) {
 	}
 
 	s := openAt(t, u, schema, Config{})
-	if got := schemaVersions(t, s); !slices.Equal(got, []int{1, 2}) {
-		t.Fatalf("schema_migrations = %v, want [1 2]", got)
+	if got := schemaVersions(t, s); !slices.Equal(got, []int{1, 2, 3}) {
+		t.Fatalf("schema_migrations = %v, want [1 2 3]", got)
+	}
+	var triggers []string
+	rows, err := conn.Query(ctx, `SELECT tgname FROM pg_trigger WHERE tgrelid = $1::regclass AND NOT tgisinternal ORDER BY tgname`, quoteIdent(schema)+".jobs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if triggers, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"jobs_cancel_requested", "jobs_waiting_delete", "jobs_waiting_insert"}; !slices.Equal(triggers, want) {
+		t.Errorf("triggers on jobs = %v, want %v (step 3 drops jobs_waiting_update)", triggers, want)
 	}
 	if err := conn.QueryRow(ctx, `SELECT reloptions FROM pg_class WHERE oid = $1::regclass`, quoteIdent(schema)+".jobs").Scan(&opts); err != nil {
 		t.Fatal(err)

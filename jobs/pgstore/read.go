@@ -159,7 +159,7 @@ func (s *Store) Queues(ctx context.Context) ([]jobs.QueueConfig, error) {
 }
 
 // QueueStats implements jobs.Store. An unknown queue has zero counts.
-// Waiting costs O(1) (a counter kept by triggers); Running and Finished
+// Waiting costs O(1) (a counter kept by triggers and the store's statements); Running and Finished
 // count index entries.
 func (s *Store) QueueStats(ctx context.Context, queue string, since time.Time) (jobs.QueueStats, error) {
 	const op = "queue stats"

@@ -169,6 +169,22 @@ CREATE TABLE {s}.leader (
 	// reads and writes do not wait for. docs/benchmarks.md has the
 	// figures.
 	`ALTER TABLE {s}.jobs SET (fillfactor = 70);`,
+	// 3: the statements that move jobs into or out of the waiting state
+	// (Fetch, Complete, Cancel, RecoverLeases, ExpireDue, shedding and
+	// group cancellation) keep the queues' waiting counters themselves,
+	// and notify the queues where due jobs became waiting. The
+	// statement-level update trigger did it for every UPDATE of the jobs
+	// table, and PostgreSQL copied each updated row, old and new, into its
+	// transition tables: about a tenth of the server's CPU time in a burn
+	// of no-op jobs, spent mostly on heartbeats and completions, which
+	// never touch the counters (docs/benchmarks.md). The insert and delete
+	// triggers stay. Nodes of an older build must not run against the
+	// migrated schema (their updates would no longer be counted); they
+	// refuse to start on it.
+	`
+DROP TRIGGER jobs_waiting_update ON {s}.jobs;
+DROP FUNCTION {s}.jobs_waiting_update();
+`,
 }
 
 // SchemaVersion returns the schema version this build writes.

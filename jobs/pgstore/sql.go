@@ -183,8 +183,12 @@ const (
 	ORDER BY j.priority, j.run_at DESC, j.id DESC LIMIT 1
 	FOR UPDATE SKIP LOCKED`
 
-	sqlShed = `UPDATE {s}.jobs j SET state = 'shed', reason = $2::text, finished_at = $3::bigint, updated_at = $3::bigint
-	WHERE j.id = $1::bigint AND j.state = 'waiting'`
+	// Sheds job $1 and takes it off its queue's waiting counter (the
+	// queue row is locked already: Enqueue holds it).
+	sqlShed = `WITH sh AS (UPDATE {s}.jobs j SET state = 'shed', reason = $2::text, finished_at = $3::bigint, updated_at = $3::bigint
+		WHERE j.id = $1::bigint AND j.state = 'waiting'
+		RETURNING j.queue)
+	UPDATE {s}.queues q SET waiting = q.waiting - 1 FROM sh WHERE q.name = sh.queue`
 
 	// The last (up to retryAfterSample) completions of queue $1 in the
 	// window $3 before now $2.
@@ -196,7 +200,10 @@ const (
 	// priorities, highest first. The lateral subquery seeks each (queue,
 	// priority, run_at <= now) range of jobs_fetch in turn and the outer
 	// LIMIT stops it once it has enough, so jobs scheduled for later are
-	// never read, and only the rows claimed are locked.
+	// never read, and only the rows claimed are locked. The claimed jobs
+	// leave the queue's
+	// waiting counter (cnt): after the job rows, as in every statement,
+	// the queue's row is locked, and not at all when nothing was claimed.
 	sqlFetch = `WITH claim AS (
 		SELECT c.id FROM unnest($6::int2[]) AS p(prio)
 		CROSS JOIN LATERAL (
@@ -207,11 +214,14 @@ const (
 			LIMIT $5::int8
 			FOR UPDATE SKIP LOCKED) AS c
 		WHERE NOT EXISTS (SELECT 1 FROM {s}.queues q WHERE q.name = $1::text AND q.paused)
-		LIMIT $5::int8)
-	UPDATE {s}.jobs j SET state = 'running', attempt = j.attempt + 1, lease_owner = $2::text,
-		lease_expires_at = $3::bigint, updated_at = $4::bigint, cancel_requested = false
-	FROM claim WHERE j.id = claim.id
-	RETURNING ` + fetchCols
+		LIMIT $5::int8),
+	upd AS (UPDATE {s}.jobs j SET state = 'running', attempt = j.attempt + 1, lease_owner = $2::text,
+			lease_expires_at = $3::bigint, updated_at = $4::bigint, cancel_requested = false
+		FROM claim WHERE j.id = claim.id
+		RETURNING ` + fetchCols + `),
+	cnt AS (UPDATE {s}.queues q SET waiting = q.waiting - c.n
+		FROM (SELECT count(*) AS n FROM upd) AS c WHERE q.name = $1::text AND c.n > 0)
+	SELECT * FROM upd`
 
 	// $1 ids, $2 owner, $3 attempts, $4 lease expiry. Heartbeat,
 	// Complete and RecoverLeases lock their rows in id order first (the
@@ -258,7 +268,7 @@ const (
 		(SELECT j.id FROM {s}.jobs j JOIN unnest($1::int8[], $3::int4[]) AS o(id, attempt) ON ` + fenced + `
 			ORDER BY j.id FOR UPDATE OF j) AS lk
 	WHERE j.id = lk.id AND ` + fenced + `
-	RETURNING j.id, j.state, COALESCE(j.group_name, ''), j.cancel_group_on_failure`
+	RETURNING j.id, j.state, COALESCE(j.group_name, ''), j.cancel_group_on_failure, j.queue, j.run_at`
 
 	// Complete when every outcome is Succeeded: the same fencing and lock
 	// order as sqlComplete, without its per-row CASEs. $1 ids, $2 owner,
@@ -271,9 +281,12 @@ const (
 	WHERE j.id = lk.id AND ` + fenced + `
 	RETURNING j.id`
 
-	// $1 group, $2 reason, $3 now.
-	sqlGroupCancelWaiting = `UPDATE {s}.jobs j SET state = 'canceled', reason = $2::text, finished_at = $3::bigint, updated_at = $3::bigint
-	WHERE j.group_name = $1::text AND j.state = 'waiting'`
+	// $1 group, $2 reason, $3 now. It returns how many jobs it canceled
+	// per queue.
+	sqlGroupCancelWaiting = `WITH c AS (UPDATE {s}.jobs j SET state = 'canceled', reason = $2::text, finished_at = $3::bigint, updated_at = $3::bigint
+		WHERE j.group_name = $1::text AND j.state = 'waiting'
+		RETURNING j.queue)
+	SELECT queue, count(*) FROM c GROUP BY queue`
 	sqlGroupCancelRunning = `UPDATE {s}.jobs j SET cancel_requested = true, reason = $2::text, updated_at = $3::bigint
 	WHERE j.group_name = $1::text AND j.state = 'running' AND NOT j.cancel_requested`
 
@@ -299,12 +312,20 @@ const (
 	FROM (SELECT j.id FROM {s}.jobs j WHERE j.state = 'running' AND j.lease_expires_at < $1::bigint
 		ORDER BY j.id FOR UPDATE OF j SKIP LOCKED) AS lk
 	WHERE j.id = lk.id AND j.state = 'running' AND j.lease_expires_at < $1::bigint
-	RETURNING j.id, j.state, COALESCE(j.group_name, ''), j.cancel_group_on_failure`
+	RETURNING j.id, j.state, COALESCE(j.group_name, ''), j.cancel_group_on_failure, j.queue, j.run_at`
 
-	// $1 now.
-	sqlExpire = `UPDATE {s}.jobs j SET state = 'expired', reason = 'deadline passed before the job could run',
-		finished_at = $1::bigint, updated_at = $1::bigint
-	WHERE j.state = 'waiting' AND j.deadline IS NOT NULL AND j.deadline <= $1::bigint`
+	// $1 now. It returns how many jobs it expired per queue.
+	sqlExpire = `WITH e AS (UPDATE {s}.jobs j SET state = 'expired', reason = 'deadline passed before the job could run',
+			finished_at = $1::bigint, updated_at = $1::bigint
+		WHERE j.state = 'waiting' AND j.deadline IS NOT NULL AND j.deadline <= $1::bigint
+		RETURNING j.queue)
+	SELECT queue, count(*) FROM e GROUP BY queue`
+
+	// Moves $2 jobs into (or, negative, out of) queue $1's waiting
+	// counter; see moves.
+	sqlMoveWaiting = `UPDATE {s}.queues SET waiting = waiting + $2::bigint WHERE name = $1::text`
+	// $1 channel, $2 queue.
+	sqlNotifyQueue = `SELECT pg_notify($1::text, 'queue:' || $2::text)`
 
 	// $1 before, $2 limit, $3 now. Per queue, the oldest finished jobs first
 	// (jobs_finished), at most $2 in all. The IDs are collected into an
@@ -349,7 +370,7 @@ const (
 // queries are the statements with the schema filled in.
 type queries struct {
 	queueEnsure, queueLock, idempotent, insertJobs, shedVictim, shed, retryAfter string
-	fetch, heartbeat, complete, completeSucceeded                                string
+	fetch, heartbeat, complete, completeSucceeded, moveWaiting, notifyQueue      string
 	groupCancelWaiting, groupCancelRunning                                       string
 	cancel, get, recover, expire, putQueue, getQueue, queues, queueStats, group  string
 	lead, resign, deleteFinished                                                 string
@@ -361,6 +382,7 @@ func newQueries(schema string) queries {
 		queueEnsure: e(sqlQueueEnsure), queueLock: e(sqlQueueLock), idempotent: e(sqlIdempotent),
 		insertJobs: e(sqlInsertJobs), shedVictim: e(sqlShedVictim), shed: e(sqlShed), retryAfter: e(sqlRetryAfter),
 		fetch: e(sqlFetch), heartbeat: e(sqlHeartbeat), complete: e(sqlComplete), completeSucceeded: e(sqlCompleteSucceeded),
+		moveWaiting: e(sqlMoveWaiting), notifyQueue: e(sqlNotifyQueue),
 		groupCancelWaiting: e(sqlGroupCancelWaiting), groupCancelRunning: e(sqlGroupCancelRunning),
 		cancel: e(sqlCancel), get: e(sqlGet), recover: e(sqlRecover), expire: e(sqlExpire),
 		putQueue: e(sqlPutQueue), getQueue: e(sqlGetQueue), queues: e(sqlQueues),

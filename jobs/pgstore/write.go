@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 	"time"
@@ -161,6 +162,7 @@ func (s *Store) Complete(ctx context.Context, now time.Time, owner string, outco
 	var applied []bool
 	err = s.inTx(ctx, op, func(ctx context.Context, tx pgx.Tx) error {
 		applied = make([]bool, len(outcomes))
+		mv := moves{}
 		type failure struct {
 			id    int64
 			group string
@@ -178,13 +180,14 @@ func (s *Store) Complete(ctx context.Context, now time.Time, owner string, outco
 				succeededOnly = succeededOnly && o.Kind == jobs.Succeeded
 			}
 			var (
-				id           int64
-				state, group string
-				cancelGroup  bool
-				rows         pgx.Rows
-				err          error
+				id                  int64
+				state, group, queue string
+				cancelGroup         bool
+				runAt               int64
+				rows                pgx.Rows
+				err                 error
 			)
-			dest := []any{&id, &state, &group, &cancelGroup}
+			dest := []any{&id, &state, &group, &cancelGroup, &queue, &runAt}
 			if succeededOnly {
 				// The common case, without the general statement's
 				// per-row CASEs; it returns only the IDs.
@@ -217,20 +220,25 @@ func (s *Store) Complete(ctx context.Context, now time.Time, owner string, outco
 				if jobs.State(state) == jobs.StateFailed && cancelGroup && group != "" {
 					failures = append(failures, failure{id, group})
 				}
+				if jobs.State(state) == jobs.StateWaiting {
+					mv.add(queue, 1, runAt <= nowNS)
+				}
 				return nil
 			})
 			if err != nil {
 				return err
 			}
 		}
-		if len(failures) == 0 {
-			return nil
+		if len(failures) > 0 {
+			b := &pgx.Batch{}
+			for _, f := range failures {
+				s.queueGroupCancel(b, f.group, f.id, nowNS, mv)
+			}
+			if err := tx.SendBatch(ctx, b).Close(); err != nil {
+				return err
+			}
 		}
-		b := &pgx.Batch{}
-		for _, f := range failures {
-			s.queueGroupCancel(b, f.group, f.id, nowNS)
-		}
-		return tx.SendBatch(ctx, b).Close()
+		return s.applyMoves(ctx, tx, mv)
 	})
 	if err != nil {
 		return nil, s.wrap(ctx, op, err)
@@ -240,10 +248,74 @@ func (s *Store) Complete(ctx context.Context, now time.Time, owner string, outco
 
 // queueGroupCancel queues the statements that cancel group's waiting jobs
 // and request the cancellation of its running ones, because job failed.
-func (s *Store) queueGroupCancel(b *pgx.Batch, group string, job, nowNS int64) {
+// The waiting jobs it cancels are counted in mv.
+func (s *Store) queueGroupCancel(b *pgx.Batch, group string, job, nowNS int64, mv moves) {
 	reason := fmt.Sprintf("group %q canceled: job %d failed", group, job)
-	b.Queue(s.q.groupCancelWaiting, group, reason, nowNS)
+	b.Queue(s.q.groupCancelWaiting, group, reason, nowNS).Query(func(rows pgx.Rows) error {
+		return mv.scanLeft(rows)
+	})
 	b.Queue(s.q.groupCancelRunning, group, reason, nowNS)
+}
+
+// moves counts, per queue, the jobs a transaction moved into the waiting
+// state (positive) or out of it (negative), for applyMoves, and whether
+// any of those that became waiting are due now. The statements keep the
+// queues' waiting counters this way rather than by a trigger on every
+// update of the jobs table (see the schema's step 3).
+type moves map[string]*move
+
+type move struct {
+	n   int64
+	due bool
+}
+
+func (m moves) add(queue string, n int64, due bool) {
+	v := m[queue]
+	if v == nil {
+		v = &move{}
+		m[queue] = v
+	}
+	v.n += n
+	v.due = v.due || due
+}
+
+// scanLeft adds the rows (queue, count) of jobs that left the waiting
+// state.
+func (m moves) scanLeft(rows pgx.Rows) error {
+	var (
+		queue string
+		n     int64
+	)
+	_, err := pgx.ForEachRow(rows, []any{&queue, &n}, func() error {
+		m.add(queue, -n, false)
+		return nil
+	})
+	return err
+}
+
+// applyMoves updates the waiting counters of the queues in mv, in name
+// order (every statement locks job rows first, then queue rows in name
+// order, so that two transactions cannot wait for each other's queue
+// rows), and notifies listeners of the queues where due jobs became
+// waiting. One round trip; none when mv is empty.
+func (s *Store) applyMoves(ctx context.Context, tx pgx.Tx, mv moves) error {
+	if len(mv) == 0 {
+		return nil
+	}
+	b := &pgx.Batch{}
+	for _, q := range slices.Sorted(maps.Keys(mv)) {
+		m := mv[q]
+		if m.n != 0 {
+			b.Queue(s.q.moveWaiting, q, m.n)
+		}
+		if m.n > 0 && m.due {
+			b.Queue(s.q.notifyQueue, channelName(s.schema), q)
+		}
+	}
+	if b.Len() == 0 {
+		return nil
+	}
+	return tx.SendBatch(ctx, b).Close()
 }
 
 // Cancel implements jobs.Store. A second Cancel of a running job keeps the
@@ -267,6 +339,12 @@ func (s *Store) Cancel(ctx context.Context, now time.Time, id int64, reason stri
 			if errors.Is(err, pgx.ErrNoRows) {
 				return jobs.ErrNotFound
 			}
+			return err
+		}
+		if err == nil && j.State == jobs.StateCanceled {
+			// It was waiting: a running job stays running until its
+			// worker stops it.
+			err = s.applyMoves(ctx, tx, moves{j.Queue: {n: -1}})
 		}
 		return err
 	})
@@ -297,22 +375,32 @@ func (s *Store) RecoverLeases(ctx context.Context, now time.Time) (int, error) {
 			return err
 		}
 		b := &pgx.Batch{}
+		mv := moves{}
 		var (
-			id           int64
-			state, group string
-			cancelGroup  bool
+			id                  int64
+			state, group, queue string
+			cancelGroup         bool
+			runAt               int64
 		)
-		_, err = pgx.ForEachRow(rows, []any{&id, &state, &group, &cancelGroup}, func() error {
+		_, err = pgx.ForEachRow(rows, []any{&id, &state, &group, &cancelGroup, &queue, &runAt}, func() error {
 			n++
 			if jobs.State(state) == jobs.StateFailed && cancelGroup && group != "" {
-				s.queueGroupCancel(b, group, id, nowNS)
+				s.queueGroupCancel(b, group, id, nowNS, mv)
+			}
+			if jobs.State(state) == jobs.StateWaiting {
+				mv.add(queue, 1, runAt <= nowNS)
 			}
 			return nil
 		})
-		if err != nil || b.Len() == 0 {
+		if err != nil {
 			return err
 		}
-		return tx.SendBatch(ctx, b).Close()
+		if b.Len() > 0 {
+			if err := tx.SendBatch(ctx, b).Close(); err != nil {
+				return err
+			}
+		}
+		return s.applyMoves(ctx, tx, mv)
 	})
 	if err != nil {
 		return 0, s.wrap(ctx, op, err)
@@ -321,9 +409,35 @@ func (s *Store) RecoverLeases(ctx context.Context, now time.Time) (int, error) {
 }
 
 // ExpireDue implements jobs.Store. Cost: one statement, served by an index
-// on waiting jobs' deadlines.
+// on waiting jobs' deadlines, and one round trip for the waiting counters
+// when it expired any.
 func (s *Store) ExpireDue(ctx context.Context, now time.Time) (int, error) {
-	return s.execCount(ctx, "expire", s.q.expire, nanos(now))
+	const op = "expire"
+	ctx, cancel, err := s.begin(ctx, op)
+	if err != nil {
+		return 0, err
+	}
+	defer cancel()
+	n := 0
+	err = s.inTx(ctx, op, func(ctx context.Context, tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, s.q.expire, nanos(now))
+		if err != nil {
+			return err
+		}
+		mv := moves{}
+		if err := mv.scanLeft(rows); err != nil {
+			return err
+		}
+		n = 0
+		for _, m := range mv {
+			n -= int(m.n)
+		}
+		return s.applyMoves(ctx, tx, mv)
+	})
+	if err != nil {
+		return 0, s.wrap(ctx, op, err)
+	}
+	return n, nil
 }
 
 // DeleteFinished implements jobs.Store. It walks each queue's finished
