@@ -944,10 +944,11 @@ func (w *Worker) drop(o Outcome, err error) {
 		"job", o.ID, "attempt", o.Attempt.Attempt, "outcome", o.Kind, "err", err)
 }
 
-// heartbeatLoop extends the leases of held jobs and cancels the ones that
-// were lost or whose cancellation was requested. If heartbeats keep failing
-// for a whole lease, every held job is canceled as lost: another worker may
-// have it by now.
+// heartbeatLoop extends the leases of every held job each
+// HeartbeatInterval and cancels the ones that were lost or whose
+// cancellation was requested. While heartbeats fail, each running job is
+// canceled as lost once its own lease has run out: another worker may have
+// it by now.
 func (w *Worker) heartbeatLoop() {
 	t := time.NewTicker(w.cfg.HeartbeatInterval)
 	defer t.Stop()
@@ -1003,19 +1004,32 @@ func (w *Worker) beat(ctx context.Context, due time.Time) error {
 		}
 		return err
 	}
-	until := now.Add(w.cfg.Lease)
+	// The answers concern the attempts sent: a job whose outcome was
+	// written meanwhile may be held again, at its next attempt.
+	sent := make(map[int64]int, len(held))
 	for _, a := range held {
-		if h := w.held[a.ID]; h != nil && h.job.Attempt == a.Attempt {
+		sent[a.ID] = a.Attempt
+	}
+	current := func(id int64) *heldJob {
+		if h := w.held[id]; h != nil && h.job.Attempt == sent[id] {
+			return h
+		}
+		return nil
+	}
+	for _, id := range lost {
+		if h := current(id); h != nil && h.cancel != nil {
+			h.cancel(errLeaseLost)
+		}
+		delete(sent, id)
+	}
+	until := now.Add(w.cfg.Lease)
+	for id := range sent {
+		if h := current(id); h != nil {
 			h.until = until
 		}
 	}
-	for _, id := range lost {
-		if h := w.held[id]; h != nil && h.cancel != nil {
-			h.cancel(errLeaseLost)
-		}
-	}
 	for _, id := range cancel {
-		if h := w.held[id]; h != nil && h.cancel != nil {
+		if h := current(id); h != nil && h.cancel != nil {
 			h.cancel(errCancelRequested)
 		}
 	}
@@ -1062,8 +1076,17 @@ func (w *Worker) maintain(ctx context.Context) {
 	// recovery below must not find the jobs this live worker holds expired
 	// and run them again. If even the extension fails, skip recovery this
 	// round.
+	//
+	// On a store without notifications (SQLite) the heartbeat is also how
+	// cancellation requests reach running jobs, so maintenance passes
+	// extend every lease, as the heartbeat loop does, to bring them within
+	// a pass.
 	now := w.cfg.Now()
-	if err := w.beat(ctx, now.Add(w.cfg.HeartbeatInterval)); err != nil {
+	due := now.Add(w.cfg.HeartbeatInterval)
+	if _, ok := w.store.(Notifier); !ok {
+		due = time.Time{}
+	}
+	if err := w.beat(ctx, due); err != nil {
 		return
 	}
 	if e, ok := w.store.(Elector); ok {

@@ -791,6 +791,19 @@ type beatStore struct {
 	failing atomic.Bool
 }
 
+// notifyingBeatStore is a beatStore that claims notifications (it sends
+// none), as pgstore does.
+type notifyingBeatStore struct{ beatStore }
+
+func (s *notifyingBeatStore) Listen(ctx context.Context) (<-chan jobs.Notification, error) {
+	ch := make(chan jobs.Notification)
+	go func() {
+		<-ctx.Done()
+		close(ch)
+	}()
+	return ch, nil
+}
+
 func (s *beatStore) Heartbeat(ctx context.Context, now time.Time, owner string, held []jobs.Attempt, lease time.Duration) ([]int64, []int64, error) {
 	if len(held) > 0 {
 		s.beats.Add(1)
@@ -801,16 +814,16 @@ func (s *beatStore) Heartbeat(ctx context.Context, now time.Time, owner string, 
 	return s.Store.Heartbeat(ctx, now, owner, held, lease)
 }
 
-// Maintenance extends only the leases about to run out (within a heartbeat
-// interval), so a worker that holds jobs does not rewrite every one of them
-// each maintenance pass; the heartbeat loop extends them all, every
-// HeartbeatInterval.
+// With a store that notifies cancellations, maintenance extends only the
+// leases about to run out (within a heartbeat interval), so a worker that
+// holds jobs does not rewrite every one of them each maintenance pass; the
+// heartbeat loop extends them all, every HeartbeatInterval.
 func TestMaintenanceLeavesFreshLeases(t *testing.T) {
 	cfg := fastWorker()
 	cfg.Lease = 30 * time.Second
 	cfg.HeartbeatInterval = 10 * time.Second // no heartbeat tick during the test
 	cfg.MaintenanceInterval = 10 * time.Millisecond
-	st := &beatStore{Store: openStore(t)}
+	st := &notifyingBeatStore{beatStore{Store: openStore(t)}}
 	c := jobs.NewClient(st, jobs.ClientConfig{})
 	reg := jobs.NewRegistry()
 	started, release := make(chan struct{}), make(chan struct{})
@@ -880,4 +893,37 @@ func TestFailingHeartbeatsCancelJobsWhoseLeaseRanOut(t *testing.T) {
 		t.Errorf("%d heartbeats, want several failed ones", n)
 	}
 	st.failing.Store(false)
+}
+
+// With a store that does not notify (SQLite), maintenance passes extend
+// every lease, so a cancellation request reaches a running job within a
+// pass or two, not only at the next heartbeat tick.
+func TestCancelWithoutNotificationsWithinMaintenancePass(t *testing.T) {
+	cfg := fastWorker()
+	cfg.Lease = 30 * time.Second
+	cfg.HeartbeatInterval = 10 * time.Second // no heartbeat tick during the test
+	cfg.MaintenanceInterval = 20 * time.Millisecond
+	st := &beatStore{Store: openStore(t)}
+	c := jobs.NewClient(st, jobs.ClientConfig{})
+	reg := jobs.NewRegistry()
+	started := make(chan struct{})
+	reg.Handle("hold", jobs.HandlerFunc(func(ctx context.Context, _ *jobs.Job) error {
+		close(started)
+		select {
+		case <-ctx.Done():
+		case <-time.After(cfg.HeartbeatInterval):
+		}
+		return ctx.Err()
+	}))
+	j := enqueue(t, c, jobs.NewJob{Kind: "hold"})
+	startWorker(t, st, reg, cfg)
+	<-started
+	begin := time.Now()
+	if _, err := c.Cancel(context.Background(), j.ID); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, c, j.ID, jobs.StateCanceled)
+	if d := time.Since(begin); d >= cfg.HeartbeatInterval/2 {
+		t.Errorf("the cancellation took %v, want it within a few %v maintenance passes", d, cfg.MaintenanceInterval)
+	}
 }
