@@ -70,9 +70,10 @@
 //
 // # Costs
 //
-// Fetch is one UPDATE statement that claims jobs with FOR UPDATE SKIP
-// LOCKED through a partial index on waiting jobs, seeking each priority in
-// turn so that jobs scheduled for later are never read; it runs in an
+// Fetch is one statement that claims jobs with FOR UPDATE SKIP LOCKED
+// through a partial index on waiting jobs, seeking each priority in turn
+// so that jobs scheduled for later are never read, updates them by tuple
+// ID, and takes them off their queue's waiting count; it runs in an
 // explicit transaction so that a caller that gave up never leaves claims
 // behind (as do Cancel and every multi-statement call). Enqueue is one
 // transaction of four round trips (begin; queue lock and idempotency
@@ -80,7 +81,8 @@
 // calls of one queue (group commit, see Enqueue), so that single-job
 // calls from many goroutines do not take turns on the queue's lock one by
 // one. Complete applies a batch with one UPDATE over arrays (plus one more
-// round trip for repeated outcomes of a job and for group cancellations).
+// round trip for repeated outcomes of a job, for group cancellations, and
+// for the waiting counts when jobs go back to waiting).
 // Heartbeat is one statement. BenchmarkFetchComplete and
 // BenchmarkEnqueueSingle measure them; docs/benchmarks.md has the figures
 // beside River.

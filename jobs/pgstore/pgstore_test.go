@@ -80,7 +80,8 @@ func withParam(tb testing.TB, u, k, v string) string {
 }
 
 // openAt opens a store on url in schema, closed at cleanup after a check
-// that the waiting counters kept by triggers match the jobs.
+// that the waiting counters (kept by the insert and delete triggers and by
+// the store's statements) match the jobs.
 func openAt(tb testing.TB, url, schema string, cfg Config) *Store {
 	tb.Helper()
 	cfg.Schema = schema
@@ -617,6 +618,32 @@ func TestNotifier(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantNotification(t, ch, `the release of a job in "rq"`, func(n jobs.Notification) bool { return n.Queue == "rq" })
+
+	// A retried job is due again while the same Complete cancels more
+	// waiting jobs of its queue (a group's, because another job failed):
+	// the queue's waiting count drops, and yet it is notified.
+	mustEnqueue(t, other, now, "gq", jobs.NewJob{Kind: "k"}, jobs.NewJob{Kind: "k", Group: "g", CancelGroupOnFailure: true})
+	wantNotification(t, ch, `jobs in queue "gq"`, func(n jobs.Notification) bool { return n.Queue == "gq" })
+	js, err = other.Fetch(context.Background(), now, "gq", "w", 2, time.Minute)
+	if err != nil || len(js) != 2 {
+		t.Fatalf("Fetch: %v, %v", js, err)
+	}
+	mustEnqueue(t, other, now, "gq", jobs.NewJob{Kind: "k", Group: "g"}, jobs.NewJob{Kind: "k", Group: "g"})
+	wantNotification(t, ch, `jobs in queue "gq"`, func(n jobs.Notification) bool { return n.Queue == "gq" })
+	outcomes := []jobs.Outcome{
+		{Attempt: jobs.Attempt{ID: js[0].ID, Attempt: 1}, Kind: jobs.Retry, RunAt: now, Error: "again"},
+		{Attempt: jobs.Attempt{ID: js[1].ID, Attempt: 1}, Kind: jobs.Failed, Error: "boom"},
+	}
+	if js[0].Group != "" {
+		outcomes[0].ID, outcomes[1].ID = js[1].ID, js[0].ID
+	}
+	if _, err := other.Complete(context.Background(), now, "w", outcomes); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := other.QueueStats(context.Background(), "gq", time.Time{}); err != nil || st.Waiting != 1 {
+		t.Fatalf("QueueStats = %+v, %v; want the retried job alone waiting", st, err)
+	}
+	wantNotification(t, ch, `the retry of a job in "gq"`, func(n jobs.Notification) bool { return n.Queue == "gq" })
 
 	// The listener's connection is killed: it reconnects and goes on.
 	var killed int

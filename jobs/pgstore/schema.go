@@ -175,12 +175,11 @@ CREATE TABLE {s}.leader (
 	// and notify the queues where due jobs became waiting. The
 	// statement-level update trigger did it for every UPDATE of the jobs
 	// table, and PostgreSQL copied each updated row, old and new, into its
-	// transition tables: about a tenth of the server's CPU time in a burn
-	// of no-op jobs, spent mostly on heartbeats and completions, which
-	// never touch the counters (docs/benchmarks.md). The insert and delete
-	// triggers stay. Nodes of an older build must not run against the
-	// migrated schema (their updates would no longer be counted); they
-	// refuse to start on it.
+	// transition tables, for heartbeats and Succeeded completions too,
+	// which never change a count (docs/benchmarks.md has the figures).
+	// The insert and delete triggers stay. Nodes of an older build must
+	// be stopped before this step runs: their updates would no longer be
+	// counted (docs/jobs.md, "Upgrading a PostgreSQL installation").
 	`
 DROP TRIGGER jobs_waiting_update ON {s}.jobs;
 DROP FUNCTION {s}.jobs_waiting_update();

@@ -125,7 +125,9 @@ func (s *Store) Heartbeat(ctx context.Context, now time.Time, owner string, held
 // Cost: one transaction: one statement for the first outcome of each job,
 // whatever their kinds; one more for the second outcomes of jobs that
 // have several in the batch (normally stale, fenced off), and so on; one
-// more round trip for the group cancellations of final failures. The
+// more round trip for the group cancellations of final failures, and one
+// for the queues' waiting counters when jobs went back to waiting (Retry,
+// Released) or a group cancellation took waiting jobs (see moves). The
 // group cancellations run after every outcome of the batch.
 func (s *Store) Complete(ctx context.Context, now time.Time, owner string, outcomes []jobs.Outcome) ([]bool, error) {
 	const op = "complete"
@@ -259,7 +261,7 @@ func (s *Store) queueGroupCancel(b *pgx.Batch, group string, job, nowNS int64, m
 
 // moves counts, per queue, the jobs a transaction moved into the waiting
 // state (positive) or out of it (negative), for applyMoves, and whether
-// any of those that became waiting are due now. The statements keep the
+// any job that became waiting is due now (whatever the net count). The statements keep the
 // queues' waiting counters this way rather than by a trigger on every
 // update of the jobs table (see the schema's step 3).
 type moves map[string]*move
@@ -294,10 +296,15 @@ func (m moves) scanLeft(rows pgx.Rows) error {
 }
 
 // applyMoves updates the waiting counters of the queues in mv, in name
-// order (every statement locks job rows first, then queue rows in name
-// order, so that two transactions cannot wait for each other's queue
-// rows), and notifies listeners of the queues where due jobs became
-// waiting. One round trip; none when mv is empty.
+// order, and notifies listeners of the queues where due jobs became
+// waiting. One round trip; none when mv is empty. Every transaction that
+// moves jobs between queues' counts locks its job rows first and its queue
+// rows last, in name order, so two of them cannot wait for each other's
+// queue rows. (Enqueue and shedding lock their one queue row first, but
+// take job rows only with SKIP LOCKED or ones they hold already. The name
+// order here is Go's byte order; the insert and delete triggers' ORDER BY
+// uses the database's collation, but no statement of the store inserts
+// into, or deletes waiting jobs of, more than one queue.)
 func (s *Store) applyMoves(ctx context.Context, tx pgx.Tx, mv moves) error {
 	if len(mv) == 0 {
 		return nil
@@ -308,7 +315,7 @@ func (s *Store) applyMoves(ctx context.Context, tx pgx.Tx, mv moves) error {
 		if m.n != 0 {
 			b.Queue(s.q.moveWaiting, q, m.n)
 		}
-		if m.n > 0 && m.due {
+		if m.due { // whatever the net count: a group cancellation may have taken more
 			b.Queue(s.q.notifyQueue, channelName(s.schema), q)
 		}
 	}
@@ -358,7 +365,8 @@ func (s *Store) Cancel(ctx context.Context, now time.Time, id int64, reason stri
 // was requested ends StateCanceled; one that fails for good applies its
 // group's CancelGroupOnFailure rule, as in Complete. LastError says the
 // lease expired. Cost: one statement over the running jobs (indexed),
-// plus one round trip for group cancellations.
+// plus one round trip for group cancellations and one for the queues'
+// waiting counters, when there are any.
 func (s *Store) RecoverLeases(ctx context.Context, now time.Time) (int, error) {
 	const op = "recover leases"
 	ctx, cancel, err := s.begin(ctx, op)
