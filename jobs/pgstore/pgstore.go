@@ -72,8 +72,8 @@
 //
 // Fetch is one statement that claims jobs with FOR UPDATE SKIP LOCKED
 // through a partial index on waiting jobs, seeking each priority in turn
-// so that jobs scheduled for later are never read, updates them by tuple
-// ID, and takes them off their queue's waiting count; it runs in an
+// so that jobs scheduled for later are never read, updates them, and
+// takes them off their queue's waiting count; it runs in an
 // explicit transaction so that a caller that gave up never leaves claims
 // behind (as do Cancel and every multi-statement call). Enqueue is one
 // transaction of four round trips (begin; queue lock and idempotency

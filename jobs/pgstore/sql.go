@@ -200,19 +200,14 @@ const (
 	// priorities, highest first. The lateral subquery seeks each (queue,
 	// priority, run_at <= now) range of jobs_fetch in turn and the outer
 	// LIMIT stops it once it has enough, so jobs scheduled for later are
-	// never read, and only the rows claimed are locked. The UPDATE finds
-	// the rows it locked by their tuple IDs (a TID scan), which cannot
-	// change while they are locked, rather than by a second lookup of
-	// each in the primary key. (A row that a concurrent transaction
-	// changed after this statement's snapshot, and that still waits, may
-	// be locked but not updated: it is not returned, and it waits for
-	// the next fetch.) The claimed jobs leave the queue's
+	// never read, and only the rows claimed are locked. The claimed jobs
+	// leave the queue's
 	// waiting counter (cnt): after the job rows, as in every statement,
 	// the queue's row is locked, and not at all when nothing was claimed.
 	sqlFetch = `WITH claim AS (
-		SELECT c.ctid FROM unnest($6::int2[]) AS p(prio)
+		SELECT c.id FROM unnest($6::int2[]) AS p(prio)
 		CROSS JOIN LATERAL (
-			SELECT w.ctid FROM {s}.jobs w
+			SELECT w.id FROM {s}.jobs w
 			WHERE w.queue = $1::text AND w.state = 'waiting' AND w.priority = p.prio AND w.run_at <= $4::bigint
 				AND (w.deadline IS NULL OR w.deadline > $4::bigint)
 			ORDER BY w.run_at, w.id
@@ -222,7 +217,7 @@ const (
 		LIMIT $5::int8),
 	upd AS (UPDATE {s}.jobs j SET state = 'running', attempt = j.attempt + 1, lease_owner = $2::text,
 			lease_expires_at = $3::bigint, updated_at = $4::bigint, cancel_requested = false
-		WHERE j.ctid = ANY(ARRAY(SELECT ctid FROM claim))
+		FROM claim WHERE j.id = claim.id
 		RETURNING ` + fetchCols + `),
 	cnt AS (UPDATE {s}.queues q SET waiting = q.waiting - c.n
 		FROM (SELECT count(*) AS n FROM upd) AS c WHERE q.name = $1::text AND c.n > 0)
