@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"go.uber.org/goleak"
 
 	"github.com/sluicehq/sluice/jobs"
@@ -314,6 +315,76 @@ func TestMigrationFromVersion1(t *testing.T) {
 	}
 	if applied, err := s.Complete(ctx, t0, "w", succeeded(js)); err != nil || !slices.Equal(applied, []bool{true}) {
 		t.Fatalf("Complete = %v, %v", applied, err)
+	}
+}
+
+// A schema step that waits for a table lock (held here by an open
+// transaction that read the jobs table, as a running node's would) gives up
+// after migrationLockTimeout instead of stalling every query on the table,
+// says why, and applies nothing; run again once the lock is gone, it
+// applies. Not parallel: it sets migrationLockTimeout, which every Open
+// reads.
+func TestMigrationLockTimeout(t *testing.T) {
+	ctx := context.Background()
+	u := testURL(t)
+	schema := freshSchema(t)
+	conn, err := pgx.Connect(ctx, u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	for _, q := range []string{
+		`CREATE SCHEMA {s}`,
+		`CREATE TABLE {s}.schema_migrations (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())`,
+		migrations[0],
+		migrations[1],
+		`INSERT INTO {s}.schema_migrations (version) VALUES (1), (2)`,
+	} {
+		if _, err := conn.Exec(ctx, expand(q, schema)); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	blocker, err := pgx.Connect(ctx, u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer blocker.Close(ctx)
+	tx, err := blocker.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, expand(`SELECT count(*) FROM {s}.jobs`, schema)); err != nil {
+		t.Fatal(err)
+	}
+
+	old := migrationLockTimeout
+	migrationLockTimeout = 200 * time.Millisecond
+	t.Cleanup(func() { migrationLockTimeout = old })
+	start := time.Now()
+	mctx, cancel := context.WithTimeout(ctx, 20*time.Second) // without the lock timeout it would wait for the blocker
+	defer cancel()
+	applied, err := Migrate(mctx, u, schema)
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) || pe.Code != "55P03" || !strings.Contains(err.Error(), "schema step 3") {
+		t.Fatalf("Migrate with the jobs table in use = %v, %v; want step 3 to fail with lock_timeout (55P03)", applied, err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("Migrate gave up after %v, with a %v lock timeout", d, migrationLockTimeout)
+	}
+	var versions []int
+	rows, err := conn.Query(ctx, expand(`SELECT version FROM {s}.schema_migrations ORDER BY version`, schema))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if versions, err = pgx.CollectRows(rows, pgx.RowTo[int]); err != nil || !slices.Equal(versions, []int{1, 2}) {
+		t.Fatalf("schema_migrations after the failed step = %v, %v; want [1 2]", versions, err)
+	}
+
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if applied, err := Migrate(ctx, u, schema); err != nil || !slices.Equal(applied, []int{3}) {
+		t.Fatalf("Migrate once the lock is gone = %v, %v; want [3]", applied, err)
 	}
 }
 

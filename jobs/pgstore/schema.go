@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // ErrSchemaNewer is returned (wrapped) by Open and Migrate for a database
@@ -201,13 +203,23 @@ func expand(sql, schema string) string {
 // migrations; the second is hashtext(schema).
 const migrationLockKey = 0x51c3_0001
 
+// migrationLockTimeout bounds how long a schema step waits for a lock on a
+// table (the advisory lock above is waited for without it). A step such as
+// DROP TRIGGER needs an exclusive lock on the jobs table, and while it
+// waits, every other query on that table queues behind it: better that the
+// migration fails, saying why, and is run again when the nodes are
+// stopped, than that it stalls every node. A variable for tests.
+var migrationLockTimeout = 10 * time.Second
+
 // Migrate creates or migrates the schema in the database at url to this
 // build's version, and returns the versions it applied (none when the
 // schema was up to date). It is safe to run from several processes at
 // once: the steps run in one transaction holding an advisory lock, so
 // that one process applies them and the others find them applied. It
 // refuses (ErrSchemaNewer) a schema newer than this build. Migrate is
-// bounded by ctx alone.
+// bounded by ctx, except that a step waits at most 10 s for a lock on a
+// table and then fails (with SQLSTATE 55P03): run it again once the
+// sessions that hold the table, such as running nodes, are gone.
 func Migrate(ctx context.Context, url, schema string) (applied []int, err error) {
 	if schema == "" {
 		schema = DefaultSchema
@@ -267,8 +279,17 @@ func migrate(ctx context.Context, conn *pgx.Conn, schema string) (applied []int,
 	if cur > len(migrations) {
 		return nil, fmt.Errorf("%w: schema %q is at version %d, this build knows %d", ErrSchemaNewer, schema, cur, len(migrations))
 	}
+	if cur < len(migrations) {
+		if _, err := tx.Exec(ctx, fmt.Sprintf(`SET LOCAL lock_timeout = %d`, migrationLockTimeout.Milliseconds())); err != nil {
+			return nil, err
+		}
+	}
 	for v := cur + 1; v <= len(migrations); v++ {
 		if _, err := tx.Exec(ctx, expand(migrations[v-1], schema)); err != nil {
+			if pe, ok := errors.AsType[*pgconn.PgError](err); ok && pe.Code == "55P03" {
+				return nil, fmt.Errorf("schema step %d: another session held a table it changes for %v; stop the nodes using schema %q and run it again: %w",
+					v, migrationLockTimeout, schema, err)
+			}
 			return nil, fmt.Errorf("schema step %d: %w", v, err)
 		}
 		if _, err := tx.Exec(ctx, expand(`INSERT INTO {s}.schema_migrations (version) VALUES ($1)`, schema), v); err != nil {
