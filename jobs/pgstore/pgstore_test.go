@@ -252,6 +252,30 @@ func TestMigrations(t *testing.T) {
 	}
 }
 
+// schemaAt connects to u and brings schema, which must not exist, to
+// version v by hand (as a build that knew only v steps would have), then
+// runs the extra statements ({s} expanded). The connection closes at
+// cleanup.
+func schemaAt(t *testing.T, u, schema string, v int, extra ...string) *pgx.Conn {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	stmts := []string{`CREATE SCHEMA {s}`,
+		`CREATE TABLE {s}.schema_migrations (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())`}
+	stmts = append(stmts, migrations[:v]...)
+	stmts = append(stmts, fmt.Sprintf(`INSERT INTO {s}.schema_migrations (version) SELECT generate_series(1, %d)`, v))
+	for _, q := range append(stmts, extra...) {
+		if _, err := conn.Exec(ctx, expand(q, schema)); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	return conn
+}
+
 // A database at schema version 1, holding a job, is upgraded by Open: the
 // jobs table gets its fillfactor (step 2) and the job is still there and
 // runs.
@@ -260,26 +284,12 @@ func TestMigrationFromVersion1(t *testing.T) {
 	ctx := context.Background()
 	u := testURL(t)
 	schema := freshSchema(t)
-	conn, err := pgx.Connect(ctx, u)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	for _, q := range []string{
-		`CREATE SCHEMA {s}`,
-		`CREATE TABLE {s}.schema_migrations (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())`,
-		migrations[0],
-		`INSERT INTO {s}.schema_migrations (version) VALUES (1)`,
+	conn := schemaAt(t, u, schema, 1,
 		`INSERT INTO {s}.queues (name, concurrency, capacity, policy, max_wait, rate_limit, rate_burst, paused, idempotency_window)
 			VALUES ('q', 1, 10, 'reject', 0, 0, 0, false, 0)`,
 		`INSERT INTO {s}.jobs (queue, kind, payload, priority, run_at, attempt_timeout, max_attempts, backoff_min, backoff_max,
 			cancel_group_on_failure, state, created_at, updated_at)
-			VALUES ('q', 'old', '{}', 0, 0, 0, 1, 0, 0, false, 'waiting', 0, 0)`,
-	} {
-		if _, err := conn.Exec(ctx, expand(q, schema)); err != nil {
-			t.Fatalf("%s: %v", q, err)
-		}
-	}
+			VALUES ('q', 'old', '{}', 0, 0, 0, 1, 0, 0, false, 'waiting', 0, 0)`)
 	var opts []string
 	if err := conn.QueryRow(ctx, `SELECT COALESCE(reloptions, '{}') FROM pg_class WHERE oid = $1::regclass`, quoteIdent(schema)+".jobs").Scan(&opts); err != nil {
 		t.Fatal(err)
@@ -328,22 +338,7 @@ func TestMigrationLockTimeout(t *testing.T) {
 	ctx := context.Background()
 	u := testURL(t)
 	schema := freshSchema(t)
-	conn, err := pgx.Connect(ctx, u)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	for _, q := range []string{
-		`CREATE SCHEMA {s}`,
-		`CREATE TABLE {s}.schema_migrations (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())`,
-		migrations[0],
-		migrations[1],
-		`INSERT INTO {s}.schema_migrations (version) VALUES (1), (2)`,
-	} {
-		if _, err := conn.Exec(ctx, expand(q, schema)); err != nil {
-			t.Fatalf("%s: %v", q, err)
-		}
-	}
+	conn := schemaAt(t, u, schema, 2)
 	blocker, err := pgx.Connect(ctx, u)
 	if err != nil {
 		t.Fatal(err)
