@@ -201,9 +201,9 @@ const (
 	// priority, run_at <= now) range of jobs_fetch in turn and the outer
 	// LIMIT stops it once it has enough, so jobs scheduled for later are
 	// never read, and only the rows claimed are locked. The claimed jobs
-	// leave the queue's
-	// waiting counter (cnt): after the job rows, as in every statement,
-	// the queue's row is locked, and not at all when nothing was claimed.
+	// leave the queue's waiting counter (cnt): after the job rows, as in
+	// every statement, the queue's row is locked, and not at all when
+	// nothing was claimed.
 	sqlFetch = `WITH claim AS (
 		SELECT c.id FROM unnest($6::int2[]) AS p(prio)
 		CROSS JOIN LATERAL (

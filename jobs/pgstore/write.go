@@ -261,9 +261,9 @@ func (s *Store) queueGroupCancel(b *pgx.Batch, group string, job, nowNS int64, m
 
 // moves counts, per queue, the jobs a transaction moved into the waiting
 // state (positive) or out of it (negative), for applyMoves, and whether
-// any job that became waiting is due now (whatever the net count). The statements keep the
-// queues' waiting counters this way rather than by a trigger on every
-// update of the jobs table (see the schema's step 3).
+// any job that became waiting is due now (whatever the net count). The
+// statements keep the queues' waiting counters this way rather than by a
+// trigger on every update of the jobs table (see the schema's step 3).
 type moves map[string]*move
 
 type move struct {
