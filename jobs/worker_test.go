@@ -927,3 +927,69 @@ func TestCancelWithoutNotificationsWithinMaintenancePass(t *testing.T) {
 		t.Errorf("the cancellation took %v, want it within a few %v maintenance passes", d, cfg.MaintenanceInterval)
 	}
 }
+
+// stallBeatStore holds the first heartbeat that carries job id at attempt
+// 1 until release is closed, then answers it from the store.
+type stallBeatStore struct {
+	jobs.Store
+	id      atomic.Int64
+	stalled chan struct{} // closed when that heartbeat is held
+	release chan struct{}
+	once    sync.Once
+}
+
+func (s *stallBeatStore) Heartbeat(ctx context.Context, now time.Time, owner string, held []jobs.Attempt, lease time.Duration) ([]int64, []int64, error) {
+	for _, a := range held {
+		if a.ID == s.id.Load() && a.Attempt == 1 {
+			hold := false
+			s.once.Do(func() { hold = true })
+			if hold {
+				close(s.stalled)
+				<-s.release
+			}
+		}
+	}
+	return s.Store.Heartbeat(ctx, now, owner, held, lease)
+}
+
+// A heartbeat's answer concerns the attempts it carried: a heartbeat sent
+// for a job's first attempt that returns after the same worker started the
+// second (the first failed and was retried meanwhile) reports the job lost,
+// since its attempt moved on, and must not cancel the second attempt.
+func TestStaleHeartbeatAnswerSparesNextAttempt(t *testing.T) {
+	cfg := fastWorker()
+	cfg.HeartbeatInterval = 20 * time.Millisecond
+	cfg.MaintenanceInterval = time.Hour
+	st := &stallBeatStore{Store: openStore(t), stalled: make(chan struct{}), release: make(chan struct{})}
+	c := jobs.NewClient(st, jobs.ClientConfig{})
+	reg := jobs.NewRegistry()
+	second := make(chan struct{})
+	var secondCause atomic.Pointer[error]
+	reg.Handle("twice", jobs.HandlerFunc(func(ctx context.Context, j *jobs.Job) error {
+		if j.Attempt == 1 {
+			<-st.stalled // a heartbeat for this attempt is in flight
+			return errors.New("first attempt fails")
+		}
+		close(second)
+		select {
+		case <-ctx.Done():
+			err := context.Cause(ctx)
+			secondCause.Store(&err)
+			return ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+			return nil
+		}
+	}))
+	j := enqueue(t, c, jobs.NewJob{Kind: "twice", BackoffMin: time.Millisecond, BackoffMax: time.Millisecond})
+	st.id.Store(j.ID)
+	startWorker(t, st, reg, cfg)
+	<-second
+	close(st.release) // the stale heartbeat now answers: job lost (attempt 1 is gone)
+	done := waitState(t, c, j.ID, jobs.StateSucceeded)
+	if p := secondCause.Load(); p != nil {
+		t.Fatalf("the second attempt was canceled: %v", *p)
+	}
+	if done.Attempt != 2 {
+		t.Errorf("succeeded at attempt %d, want 2", done.Attempt)
+	}
+}
