@@ -976,9 +976,15 @@ func (w *Worker) beat(ctx context.Context, due time.Time) error {
 	defer w.beatMu.Unlock()
 	w.mu.Lock()
 	held := make([]Attempt, 0, len(w.held))
-	for _, h := range w.held {
+	// The answers concern the holds sent. By the time they come back, a
+	// job whose outcome was written meanwhile may be held again, for its
+	// next attempt or (Released gives the attempt back) the same one: a
+	// new hold, which they must not touch.
+	sent := make(map[int64]*heldJob, len(w.held))
+	for id, h := range w.held {
 		if due.IsZero() || h.until.Before(due) {
 			held = append(held, attemptOf(h.job))
+			sent[id] = h
 		}
 	}
 	w.mu.Unlock()
@@ -1004,14 +1010,8 @@ func (w *Worker) beat(ctx context.Context, due time.Time) error {
 		}
 		return err
 	}
-	// The answers concern the attempts sent: a job whose outcome was
-	// written meanwhile may be held again, at its next attempt.
-	sent := make(map[int64]int, len(held))
-	for _, a := range held {
-		sent[a.ID] = a.Attempt
-	}
 	current := func(id int64) *heldJob {
-		if h := w.held[id]; h != nil && h.job.Attempt == sent[id] {
+		if h := w.held[id]; h != nil && h == sent[id] {
 			return h
 		}
 		return nil

@@ -928,68 +928,123 @@ func TestCancelWithoutNotificationsWithinMaintenancePass(t *testing.T) {
 	}
 }
 
-// stallBeatStore holds the first heartbeat that carries job id at attempt
-// 1 until release is closed, then answers it from the store.
+// stallBeatStore delays the answer of the first heartbeat, after armed is
+// set, that carries job id at attempt 1: it signals stalled, waits until
+// the job's outcome was recorded (recorded), asks the store (which then
+// answers that the hold is lost), signals answered, and returns the answer
+// only once release is closed. Fetches after armed wait for answered, so
+// that the store answers before the job can be fetched again.
 type stallBeatStore struct {
 	jobs.Store
-	id      atomic.Int64
-	stalled chan struct{} // closed when that heartbeat is held
-	release chan struct{}
-	once    sync.Once
+	id       atomic.Int64
+	armed    atomic.Bool
+	stalled  chan struct{}
+	recorded chan struct{}
+	answered chan struct{}
+	release  chan struct{}
+	once     sync.Once
 }
 
 func (s *stallBeatStore) Heartbeat(ctx context.Context, now time.Time, owner string, held []jobs.Attempt, lease time.Duration) ([]int64, []int64, error) {
+	hold := false
 	for _, a := range held {
-		if a.ID == s.id.Load() && a.Attempt == 1 {
-			hold := false
+		if s.armed.Load() && a.ID == s.id.Load() && a.Attempt == 1 {
 			s.once.Do(func() { hold = true })
-			if hold {
-				close(s.stalled)
-				<-s.release
-			}
 		}
 	}
-	return s.Store.Heartbeat(ctx, now, owner, held, lease)
+	if !hold {
+		return s.Store.Heartbeat(ctx, now, owner, held, lease)
+	}
+	close(s.stalled)
+	<-s.recorded
+	lost, cancel, err := s.Store.Heartbeat(ctx, now, owner, held, lease)
+	close(s.answered)
+	<-s.release
+	return lost, cancel, err
 }
 
-// A heartbeat's answer concerns the attempts it carried: a heartbeat sent
-// for a job's first attempt that returns after the same worker started the
-// second (the first failed and was retried meanwhile) reports the job lost,
-// since its attempt moved on, and must not cancel the second attempt.
-func TestStaleHeartbeatAnswerSparesNextAttempt(t *testing.T) {
-	cfg := fastWorker()
-	cfg.HeartbeatInterval = 20 * time.Millisecond
-	cfg.MaintenanceInterval = time.Hour
-	st := &stallBeatStore{Store: openStore(t), stalled: make(chan struct{}), release: make(chan struct{})}
-	c := jobs.NewClient(st, jobs.ClientConfig{})
-	reg := jobs.NewRegistry()
-	second := make(chan struct{})
-	var secondCause atomic.Pointer[error]
-	reg.Handle("twice", jobs.HandlerFunc(func(ctx context.Context, j *jobs.Job) error {
-		if j.Attempt == 1 {
-			<-st.stalled // a heartbeat for this attempt is in flight
-			return errors.New("first attempt fails")
-		}
-		close(second)
+func (s *stallBeatStore) Fetch(ctx context.Context, now time.Time, queue, owner string, limit int, lease time.Duration) ([]*jobs.Job, error) {
+	if s.armed.Load() {
 		select {
+		case <-s.answered:
 		case <-ctx.Done():
-			err := context.Cause(ctx)
-			secondCause.Store(&err)
-			return ctx.Err()
-		case <-time.After(500 * time.Millisecond):
-			return nil
+			return nil, ctx.Err()
 		}
-	}))
-	j := enqueue(t, c, jobs.NewJob{Kind: "twice", BackoffMin: time.Millisecond, BackoffMax: time.Millisecond})
-	st.id.Store(j.ID)
-	startWorker(t, st, reg, cfg)
-	<-second
-	close(st.release) // the stale heartbeat now answers: job lost (attempt 1 is gone)
-	done := waitState(t, c, j.ID, jobs.StateSucceeded)
-	if p := secondCause.Load(); p != nil {
-		t.Fatalf("the second attempt was canceled: %v", *p)
 	}
-	if done.Attempt != 2 {
-		t.Errorf("succeeded at attempt %d, want 2", done.Attempt)
+	return s.Store.Fetch(ctx, now, queue, owner, limit, lease)
+}
+
+// A heartbeat's answer concerns the hold it was sent for. One sent during
+// a job's first run that returns after the same worker started the job
+// again reports the job lost (the first run's outcome moved it on), and
+// must not cancel the new run: whether the first run failed and the job
+// runs at its next attempt (retry), or was withheld and runs at the same
+// attempt again (released, which gives the attempt back).
+func TestStaleHeartbeatAnswerSparesNextRun(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		first       error
+		wantAttempt int
+	}{
+		{"retry", errors.New("first run fails"), 2},
+		{"released", withheld{time.Millisecond}, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := fastWorker()
+			cfg.HeartbeatInterval = 20 * time.Millisecond
+			cfg.MaintenanceInterval = time.Hour
+			st := &stallBeatStore{Store: openStore(t), stalled: make(chan struct{}), recorded: make(chan struct{}),
+				answered: make(chan struct{}), release: make(chan struct{})}
+			var once sync.Once
+			cfg.OnRecorded = func(os []jobs.Outcome, applied []bool) {
+				for i, o := range os {
+					if o.ID == st.id.Load() && applied[i] {
+						once.Do(func() { close(st.recorded) })
+					}
+				}
+			}
+			c := jobs.NewClient(st, jobs.ClientConfig{})
+			reg := jobs.NewRegistry()
+			second := make(chan struct{})
+			var runs atomic.Int32
+			var secondCause atomic.Pointer[error]
+			reg.Handle("twice", jobs.HandlerFunc(func(ctx context.Context, j *jobs.Job) error {
+				if runs.Add(1) == 1 {
+					st.armed.Store(true)
+					select {
+					case <-st.stalled: // a heartbeat for this run is in flight
+					case <-time.After(10 * time.Second):
+						t.Error("no heartbeat carried the first run within 10s")
+					}
+					return tc.first
+				}
+				close(second)
+				select {
+				case <-ctx.Done():
+					err := context.Cause(ctx)
+					secondCause.Store(&err)
+					return ctx.Err()
+				case <-time.After(500 * time.Millisecond):
+					return nil
+				}
+			}))
+			j := enqueue(t, c, jobs.NewJob{Kind: "twice", BackoffMin: time.Millisecond, BackoffMax: time.Millisecond})
+			st.id.Store(j.ID)
+			startWorker(t, st, reg, cfg)
+			select {
+			case <-second:
+			case <-time.After(10 * time.Second):
+				close(st.release)
+				t.Fatal("the job did not run a second time within 10s")
+			}
+			close(st.release) // the stale answer arrives: the first run's hold is lost
+			done := waitState(t, c, j.ID, jobs.StateSucceeded)
+			if p := secondCause.Load(); p != nil {
+				t.Fatalf("the second run was canceled: %v", *p)
+			}
+			if done.Attempt != tc.wantAttempt {
+				t.Errorf("succeeded at attempt %d, want %d", done.Attempt, tc.wantAttempt)
+			}
+		})
 	}
 }
