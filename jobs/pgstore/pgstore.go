@@ -358,8 +358,12 @@ func sqlState(err error) string {
 
 // transient reports a failure that a new attempt of the whole transaction
 // may not meet: serialization failures and deadlocks (the transaction was
-// rolled back).
+// rolled back), and lock timeouts, except a schema step's
+// (stepLockedError).
 func transient(err error) bool {
+	if _, ok := errors.AsType[*stepLockedError](err); ok {
+		return false
+	}
 	switch sqlState(err) {
 	case "40001", "40P01", "55P03": // serialization_failure, deadlock_detected, lock_not_available
 		return true

@@ -374,10 +374,20 @@ func TestMigrationLockTimeout(t *testing.T) {
 	if versions, err = pgx.CollectRows(rows, pgx.RowTo[int]); err != nil || !slices.Equal(versions, []int{1, 2}) {
 		t.Fatalf("schema_migrations after the failed step = %v, %v; want [1 2]", versions, err)
 	}
+	// Open (what sluice serve runs) fails the same way, once: the step's
+	// lock timeout is not a transient error to retry, nor the database
+	// being away.
+	if s, err := Open(mctx, u, Config{Schema: schema}); err == nil {
+		s.Close()
+		t.Fatal("Open migrated with the jobs table in use")
+	} else if !errors.As(err, &pe) || pe.Code != "55P03" || errors.Is(err, jobs.ErrUnavailable) {
+		t.Fatalf("Open with the jobs table in use: %v; want the step's lock timeout, not ErrUnavailable", err)
+	}
 
 	if err := tx.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
+	migrationLockTimeout = old
 	if applied, err := Migrate(ctx, u, schema); err != nil || !slices.Equal(applied, []int{3}) {
 		t.Fatalf("Migrate once the lock is gone = %v, %v; want [3]", applied, err)
 	}

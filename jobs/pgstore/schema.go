@@ -207,9 +207,19 @@ const migrationLockKey = 0x51c3_0001
 // table (the advisory lock above is waited for without it). A step such as
 // DROP TRIGGER needs an exclusive lock on the jobs table, and while it
 // waits, every other query on that table queues behind it: better that the
-// migration fails, saying why, and is run again when the nodes are
-// stopped, than that it stalls every node. A variable for tests.
-var migrationLockTimeout = 10 * time.Second
+// migration fails soon, saying why, and is run again when the nodes are
+// stopped, than that it stalls every node. It is well below the store's
+// default statement timeout (5 s), so running nodes' statements are only
+// delayed. A variable for tests.
+var migrationLockTimeout = 2 * time.Second
+
+// stepLockedError is a schema step that gave up waiting for a table lock.
+// It is not transient (see transient): trying again at once would make the
+// other sessions' queries queue behind the step again.
+type stepLockedError struct{ err error }
+
+func (e *stepLockedError) Error() string { return e.err.Error() }
+func (e *stepLockedError) Unwrap() error { return e.err }
 
 // Migrate creates or migrates the schema in the database at url to this
 // build's version, and returns the versions it applied (none when the
@@ -217,9 +227,10 @@ var migrationLockTimeout = 10 * time.Second
 // once: the steps run in one transaction holding an advisory lock, so
 // that one process applies them and the others find them applied. It
 // refuses (ErrSchemaNewer) a schema newer than this build. Migrate is
-// bounded by ctx, except that a step waits at most 10 s for a lock on a
-// table and then fails (with SQLSTATE 55P03): run it again once the
-// sessions that hold the table, such as running nodes, are gone.
+// bounded by ctx, except that a step waits at most 2 s for a lock on a
+// table and then fails (with SQLSTATE 55P03), at once, not retried (Open
+// does not retry it either): run it again once the sessions that hold the
+// table, such as running nodes, are gone.
 func Migrate(ctx context.Context, url, schema string) (applied []int, err error) {
 	if schema == "" {
 		schema = DefaultSchema
@@ -287,8 +298,8 @@ func migrate(ctx context.Context, conn *pgx.Conn, schema string) (applied []int,
 	for v := cur + 1; v <= len(migrations); v++ {
 		if _, err := tx.Exec(ctx, expand(migrations[v-1], schema)); err != nil {
 			if pe, ok := errors.AsType[*pgconn.PgError](err); ok && pe.Code == "55P03" {
-				return nil, fmt.Errorf("schema step %d: another session held a table it changes for %v; stop the nodes using schema %q and run it again: %w",
-					v, migrationLockTimeout, schema, err)
+				return nil, &stepLockedError{fmt.Errorf("schema step %d: another session held a table it changes for %v; stop the nodes using schema %q and run it again: %w",
+					v, migrationLockTimeout, schema, err)}
 			}
 			return nil, fmt.Errorf("schema step %d: %w", v, err)
 		}
