@@ -79,6 +79,15 @@ func mustGo(t *testing.T, p *Pool, o Options, fn func(context.Context) error) {
 	}
 }
 
+// occupyLight is occupy with a light task (Go).
+func occupyLight(t *testing.T, p *Pool) *gate {
+	t.Helper()
+	g := newGate()
+	mustGo(t, p, Options{}, g.task)
+	<-g.started
+	return g
+}
+
 // isDone reports whether task has resolved, without blocking.
 func isDone(task *Task) bool {
 	select {
@@ -131,9 +140,7 @@ func TestLightEligibility(t *testing.T) {
 			cfg := tc.cfg
 			cfg.Workers, cfg.QueueSize = 1, 100
 			p := New(cfg)
-			g := newGate()
-			mustSubmit(t, p, Options{}, g.task)
-			<-g.started
+			g := occupy(t, p)
 			var want [numClasses]int
 			for _, s := range tc.subs {
 				if err := p.GoOpts(s.ctx, s.o, nop); err != nil {
@@ -172,9 +179,7 @@ func sum(xs []int) int {
 // class, whether a task is light or heavy.
 func TestLightPriorityOrderMixedWithHeavy(t *testing.T) {
 	p := New(Config{Workers: 1, QueueSize: 100})
-	g := newGate()
-	mustSubmit(t, p, Options{}, g.task)
-	<-g.started
+	g := occupy(t, p)
 	var rec recorder
 	subs := []struct {
 		name  string
@@ -232,9 +237,7 @@ func TestLightPriorityOrderMixedWithHeavy(t *testing.T) {
 // class whether it is light or heavy.
 func TestLightShedLowest(t *testing.T) {
 	p := New(Config{Workers: 1, QueueSize: 3, Policy: ShedLowest})
-	g := newGate()
-	mustSubmit(t, p, Options{}, g.task)
-	<-g.started
+	g := occupy(t, p)
 	var rec recorder
 	mustGo(t, p, Options{Priority: PriorityLow}, rec.task("l1"))
 	heavyLow := mustSubmit(t, p, Options{Priority: PriorityLow}, rec.task("L"))
@@ -297,9 +300,7 @@ func TestLightShedLowest(t *testing.T) {
 // real entry.
 func TestLightShedSkipsHoleAtTail(t *testing.T) {
 	p := New(Config{Workers: 1, QueueSize: 3, Policy: ShedLowest})
-	g := newGate()
-	mustSubmit(t, p, Options{}, g.task)
-	<-g.started
+	g := occupy(t, p)
 	var rec recorder
 	mustGo(t, p, Options{Priority: PriorityLow}, rec.task("l1"))
 	mustGo(t, p, Options{Priority: PriorityLow}, rec.task("l2"))
@@ -444,9 +445,7 @@ func TestLightHardStopInHand(t *testing.T) {
 		inHook <- e
 		<-p.hard.Done()
 	}}})
-	g := newGate()
-	mustGo(t, p, Options{}, g.task)
-	<-g.started
+	g := occupyLight(t, p)
 	var ran atomic.Int32
 	run := func(context.Context) error { ran.Add(1); return nil }
 	mustGo(t, p, Options{Priority: PriorityHigh}, panicky)
@@ -546,9 +545,7 @@ func TestLightPanic(t *testing.T) {
 func TestLightGoexit(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		p := New(Config{Workers: 1, QueueSize: 10})
-		g := newGate()
-		mustGo(t, p, Options{}, g.task)
-		<-g.started
+		g := occupyLight(t, p)
 		var rec recorder
 		var deferRan atomic.Bool
 		mustGo(t, p, Options{Priority: PriorityHigh}, func(context.Context) error {
@@ -613,9 +610,7 @@ func TestLightGoexitLastTask(t *testing.T) {
 func TestLightAroundCanceledHeavy(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		p := New(Config{Workers: 1, QueueSize: 20})
-		g := newGate()
-		mustSubmit(t, p, Options{}, g.task)
-		<-g.started
+		g := occupy(t, p)
 		var rec recorder
 		type heavy struct {
 			task   *Task
@@ -688,9 +683,7 @@ func TestLightAroundCanceledHeavy(t *testing.T) {
 func TestLightRingChurn(t *testing.T) {
 	const rounds = 5000
 	p := New(Config{Workers: 1, QueueSize: 1000})
-	g := newGate()
-	mustSubmit(t, p, Options{}, g.task)
-	<-g.started
+	g := occupy(t, p)
 	class := PriorityNormal.class()
 	var lightRan []int
 	var mu sync.Mutex
@@ -854,9 +847,7 @@ func TestLightSetWorkersStartsQueued(t *testing.T) {
 func TestLightWaitPolicy(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		p := New(Config{Workers: 1, QueueSize: 2, Policy: Wait})
-		g := newGate()
-		mustGo(t, p, Options{}, g.task)
-		<-g.started
+		g := occupyLight(t, p)
 		var rec recorder
 		mustGo(t, p, Options{}, rec.task("q1"))
 		mustGo(t, p, Options{}, rec.task("q2"))
@@ -939,9 +930,7 @@ func TestLightWaitNoOvertake(t *testing.T) {
 func TestLightWaitPolicyRefusals(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		p := New(Config{Workers: 1, QueueSize: 1, Policy: Wait})
-		g := newGate()
-		mustGo(t, p, Options{}, g.task)
-		<-g.started
+		g := occupyLight(t, p)
 		mustGo(t, p, Options{}, nop)
 		var ran atomic.Int32
 		run := func(context.Context) error { ran.Add(1); return nil }

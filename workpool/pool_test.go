@@ -39,6 +39,16 @@ type gate struct {
 
 func newGate() *gate { return &gate{started: make(chan struct{}), release: make(chan struct{})} }
 
+// occupy submits a task (Submit) that holds a worker until the returned
+// gate is released, and waits until it runs.
+func occupy(t *testing.T, p *Pool) *gate {
+	t.Helper()
+	g := newGate()
+	mustSubmit(t, p, Options{}, g.task)
+	<-g.started
+	return g
+}
+
 func (g *gate) task(ctx context.Context) error {
 	close(g.started)
 	select {
@@ -96,9 +106,7 @@ func TestBoundedConcurrency(t *testing.T) {
 
 func TestNoBacklogRejectsAtOnce(t *testing.T) {
 	p := New(Config{Workers: 1}) // QueueSize 0, Reject
-	g := newGate()
-	mustSubmit(t, p, Options{}, g.task)
-	<-g.started
+	g := occupy(t, p)
 	_, err := p.Submit(context.Background(), nop)
 	var re *RejectError
 	if !errors.As(err, &re) || !errors.Is(err, ErrQueueFull) || re.Reason != ReasonQueueFull {
@@ -116,9 +124,7 @@ func TestNoBacklogRejectsAtOnce(t *testing.T) {
 
 func TestPriorityOrderFIFOWithinClass(t *testing.T) {
 	p := New(Config{Workers: 1, QueueSize: 100})
-	g := newGate()
-	mustSubmit(t, p, Options{}, g.task)
-	<-g.started
+	g := occupy(t, p)
 	var mu sync.Mutex
 	var order []string
 	rec := func(name string) func(context.Context) error {
@@ -165,9 +171,7 @@ func TestInvalidPriority(t *testing.T) {
 func TestWaitPolicyAdmitsWhenSlotFrees(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		p := New(Config{Workers: 1, QueueSize: 1, Policy: Wait})
-		g := newGate()
-		mustSubmit(t, p, Options{}, g.task)
-		<-g.started
+		g := occupy(t, p)
 		mustSubmit(t, p, Options{}, nop) // fills the queue
 		admitted := make(chan *Task)
 		go func() {
@@ -198,9 +202,7 @@ func TestWaitPolicyAdmitsWhenSlotFrees(t *testing.T) {
 func TestWaitPolicyMaxWaitAndContext(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		p := New(Config{Workers: 1, Policy: Wait, MaxWait: 2 * time.Second})
-		g := newGate()
-		mustSubmit(t, p, Options{}, g.task)
-		<-g.started
+		g := occupy(t, p)
 
 		start := time.Now()
 		_, err := p.Submit(context.Background(), nop)
@@ -237,9 +239,7 @@ func TestWaitPolicyMaxWaitAndContext(t *testing.T) {
 func TestWaitPolicyNoBacklogStartsOnFreeWorker(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		p := New(Config{Workers: 1, Policy: Wait})
-		g := newGate()
-		mustSubmit(t, p, Options{}, g.task)
-		<-g.started
+		g := occupy(t, p)
 		ran := make(chan struct{})
 		go func() {
 			task, err := p.Submit(context.Background(), func(context.Context) error { close(ran); return nil })
@@ -263,9 +263,7 @@ func TestWaitPolicyNoBacklogStartsOnFreeWorker(t *testing.T) {
 
 func TestShedLowest(t *testing.T) {
 	p := New(Config{Workers: 1, QueueSize: 2, Policy: ShedLowest})
-	g := newGate()
-	mustSubmit(t, p, Options{}, g.task)
-	<-g.started
+	g := occupy(t, p)
 	low1 := mustSubmit(t, p, Options{Priority: PriorityLow}, nop)
 	low2 := mustSubmit(t, p, Options{Priority: PriorityLow}, nop)
 
@@ -306,9 +304,7 @@ func TestShedLowest(t *testing.T) {
 func TestQueuedTaskExpiresPromptly(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		p := New(Config{Workers: 1, QueueSize: 10})
-		g := newGate()
-		mustSubmit(t, p, Options{}, g.task)
-		<-g.started
+		g := occupy(t, p)
 
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
@@ -361,9 +357,7 @@ func TestSubmitWithEndedContext(t *testing.T) {
 func TestMaxQueueWait(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		p := New(Config{Workers: 1, QueueSize: 10, MaxQueueWait: 3 * time.Second})
-		g := newGate()
-		mustSubmit(t, p, Options{}, g.task)
-		<-g.started
+		g := occupy(t, p)
 		start := time.Now()
 		poolBound := mustSubmit(t, p, Options{}, nop)
 		ownBound := mustSubmit(t, p, Options{MaxQueueWait: time.Second}, nop)
@@ -486,9 +480,7 @@ func panicky(context.Context) error { panic("boom") }
 
 func TestGoexitReplacesWorker(t *testing.T) {
 	p := New(Config{Workers: 1, QueueSize: 10})
-	g := newGate()
-	mustSubmit(t, p, Options{}, g.task)
-	<-g.started
+	g := occupy(t, p)
 	exits := mustSubmit(t, p, Options{}, func(context.Context) error { runtime.Goexit(); return nil })
 	after := mustSubmit(t, p, Options{}, nop)
 	close(g.release)
@@ -595,9 +587,7 @@ func TestCloseNeverUsedAndIdempotent(t *testing.T) {
 func TestCloseRefusesWaitingSubmitters(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		p := New(Config{Workers: 1, Policy: Wait})
-		g := newGate()
-		mustSubmit(t, p, Options{}, g.task)
-		<-g.started
+		g := occupy(t, p)
 		errc := make(chan error)
 		go func() {
 			_, err := p.Submit(context.Background(), nop)
@@ -855,9 +845,7 @@ func TestWaitAdmittedAsContextEnds(t *testing.T) {
 				p := New(Config{Workers: 1, QueueSize: queue, Policy: Wait})
 				// fill occupies the worker and the queue; release undoes it.
 				fill := func() (release func()) {
-					g := newGate()
-					mustSubmit(t, p, Options{}, g.task)
-					<-g.started
+					g := occupy(t, p)
 					if queue > 0 {
 						mustSubmit(t, p, Options{}, nop)
 					}
@@ -1022,9 +1010,7 @@ func TestAdmittedSubmitterNotHeldByRejectHook(t *testing.T) {
 				}
 			}},
 		})
-		g := newGate()
-		mustSubmit(t, p, Options{}, g.task)
-		<-g.started
+		g := occupy(t, p)
 		mustSubmit(t, p, Options{}, nop)
 		mustSubmit(t, p, Options{}, nop)
 		ctx, cancel := context.WithCancel(context.Background())
