@@ -933,7 +933,9 @@ func TestCancelWithoutNotificationsWithinMaintenancePass(t *testing.T) {
 // the job's outcome was recorded (recorded), asks the store (which then
 // answers that the hold is lost), signals answered, and returns the answer
 // only once release is closed. Fetches after armed wait for answered, so
-// that the store answers before the job can be fetched again.
+// that the store answers before the job can be fetched again. The next
+// heartbeat call closes next: beats are serialized, so by then the worker
+// has acted on the delayed answer.
 type stallBeatStore struct {
 	jobs.Store
 	id       atomic.Int64
@@ -942,7 +944,10 @@ type stallBeatStore struct {
 	recorded chan struct{}
 	answered chan struct{}
 	release  chan struct{}
+	next     chan struct{}
 	once     sync.Once
+	returned atomic.Bool // the delayed answer was returned
+	nextOnce sync.Once
 }
 
 func (s *stallBeatStore) Heartbeat(ctx context.Context, now time.Time, owner string, held []jobs.Attempt, lease time.Duration) ([]int64, []int64, error) {
@@ -953,6 +958,9 @@ func (s *stallBeatStore) Heartbeat(ctx context.Context, now time.Time, owner str
 		}
 	}
 	if !hold {
+		if s.returned.Load() {
+			s.nextOnce.Do(func() { close(s.next) })
+		}
 		return s.Store.Heartbeat(ctx, now, owner, held, lease)
 	}
 	close(s.stalled)
@@ -960,6 +968,7 @@ func (s *stallBeatStore) Heartbeat(ctx context.Context, now time.Time, owner str
 	lost, cancel, err := s.Store.Heartbeat(ctx, now, owner, held, lease)
 	close(s.answered)
 	<-s.release
+	s.returned.Store(true)
 	return lost, cancel, err
 }
 
@@ -994,7 +1003,7 @@ func TestStaleHeartbeatAnswerSparesNextRun(t *testing.T) {
 			cfg.HeartbeatInterval = 20 * time.Millisecond
 			cfg.MaintenanceInterval = time.Hour
 			st := &stallBeatStore{Store: openStore(t), stalled: make(chan struct{}), recorded: make(chan struct{}),
-				answered: make(chan struct{}), release: make(chan struct{})}
+				answered: make(chan struct{}), release: make(chan struct{}), next: make(chan struct{})}
 			var once sync.Once
 			cfg.OnRecorded = func(os []jobs.Outcome, applied []bool) {
 				for i, o := range os {
@@ -1019,14 +1028,20 @@ func TestStaleHeartbeatAnswerSparesNextRun(t *testing.T) {
 					return tc.first
 				}
 				close(second)
+				// Run until the worker has acted on the delayed answer (the
+				// next heartbeat began), or was canceled by it.
 				select {
 				case <-ctx.Done():
+				case <-st.next:
+				case <-time.After(10 * time.Second):
+					t.Error("no heartbeat followed the delayed one within 10s")
+				}
+				if ctx.Err() != nil {
 					err := context.Cause(ctx)
 					secondCause.Store(&err)
 					return ctx.Err()
-				case <-time.After(500 * time.Millisecond):
-					return nil
 				}
+				return nil
 			}))
 			j := enqueue(t, c, jobs.NewJob{Kind: "twice", BackoffMin: time.Millisecond, BackoffMax: time.Millisecond})
 			st.id.Store(j.ID)

@@ -4,8 +4,7 @@ import "context"
 
 // list is an intrusive FIFO of tasks, for Wait submitters: O(1) push, pop
 // and removal from the middle (a Wait submitter whose context or MaxWait
-// ends leaves at once). All methods need
-// the pool's mu.
+// ends leaves at once). All methods need the pool's mu.
 type list struct {
 	head, tail *Task
 	n          int
