@@ -925,6 +925,85 @@ func TestLightWaitNoOvertake(t *testing.T) {
 	})
 }
 
+// TestWaitMixedLightAndHeavy: light (Go) and heavy (Submit) submitters
+// parked by the Wait policy share one FIFO. A heavy one whose context ends
+// leaves it from the middle; the rest are admitted in order, by a batch
+// into the queue (QueueSize 2) or one at a time straight to the worker
+// (QueueSize 0), and each heavy one gets a handle that resolves.
+func TestWaitMixedLightAndHeavy(t *testing.T) {
+	for _, qs := range []int{0, 2} {
+		t.Run(fmt.Sprintf("queue=%d", qs), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				p := New(Config{Workers: 1, QueueSize: qs, Policy: Wait})
+				g := occupyLight(t, p)
+				var rec recorder
+				var want []string
+				for i := range qs {
+					name := fmt.Sprintf("q%d", i)
+					mustGo(t, p, Options{}, rec.task(name))
+					want = append(want, name)
+				}
+				type result struct {
+					name string
+					task *Task
+					err  error
+				}
+				results := make(chan result, 4)
+				light := func(name string) {
+					go func() { results <- result{name, nil, p.Go(context.Background(), rec.task(name))} }()
+					synctest.Wait()
+				}
+				heavy := func(ctx context.Context, name string) {
+					go func() {
+						tk, err := p.Submit(ctx, rec.task(name))
+						results <- result{name, tk, err}
+					}()
+					synctest.Wait()
+				}
+				leaveCtx, leave := context.WithCancel(context.Background())
+				light("w0")
+				heavy(leaveCtx, "w1")
+				light("w2")
+				heavy(context.Background(), "w3")
+				if s := p.Stats(); s.Waiting != 4 {
+					t.Fatalf("waiting %d, want 4", s.Waiting)
+				}
+				leave()
+				if r := <-results; r.name != "w1" || !errors.Is(r.err, ErrQueueFull) || !errors.Is(r.err, context.Canceled) || r.task != nil {
+					t.Fatalf("canceled waiter: %+v", r)
+				}
+				if s := p.Stats(); s.Waiting != 3 {
+					t.Fatalf("waiting %d after one left, want 3", s.Waiting)
+				}
+				close(g.release)
+				for range 3 {
+					r := <-results
+					if r.err != nil {
+						t.Fatalf("%s: %v", r.name, r.err)
+					}
+					if (r.name == "w3") != (r.task != nil) {
+						t.Fatalf("%s: handle %v", r.name, r.task)
+					}
+					if r.task != nil {
+						if err := r.task.Wait(context.Background()); err != nil {
+							t.Fatalf("%s: Wait: %v", r.name, err)
+						}
+					}
+				}
+				closeNow(t, p)
+				want = append(want, "w0", "w2", "w3")
+				if got := rec.got(); !slices.Equal(got, want) {
+					t.Fatalf("ran %v, want %v", got, want)
+				}
+				s := checkBalance(t, p)
+				if s.Completed != uint64(qs)+4 || s.Rejected[ReasonQueueFull] != 1 || s.Waiting != 0 {
+					t.Fatalf("stats %+v", s)
+				}
+			})
+		})
+	}
+}
+
 // TestLightWaitPolicyRefusals: a light Go blocked by the Wait policy is
 // refused at its MaxWait and at Close, and its func never runs.
 func TestLightWaitPolicyRefusals(t *testing.T) {

@@ -2,46 +2,46 @@ package workpool
 
 import "context"
 
-// list is an intrusive FIFO of tasks, for Wait submitters: O(1) push, pop
-// and removal from the middle (a Wait submitter whose context or MaxWait
-// ends leaves at once). All methods need the pool's mu.
+// list is an intrusive FIFO of Wait submitters: O(1) push, pop and removal
+// from the middle (a Wait submitter whose context or MaxWait ends leaves at
+// once). All methods need the pool's mu.
 type list struct {
-	head, tail *Task
+	head, tail *waiter
 	n          int
 }
 
-func (l *list) pushBack(t *Task) {
-	t.next, t.prev = nil, l.tail
+func (l *list) pushBack(w *waiter) {
+	w.next, w.prev = nil, l.tail
 	if l.tail != nil {
-		l.tail.next = t
+		l.tail.next = w
 	} else {
-		l.head = t
+		l.head = w
 	}
-	l.tail = t
+	l.tail = w
 	l.n++
 }
 
-func (l *list) remove(t *Task) {
-	if t.prev != nil {
-		t.prev.next = t.next
+func (l *list) remove(w *waiter) {
+	if w.prev != nil {
+		w.prev.next = w.next
 	} else {
-		l.head = t.next
+		l.head = w.next
 	}
-	if t.next != nil {
-		t.next.prev = t.prev
+	if w.next != nil {
+		w.next.prev = w.prev
 	} else {
-		l.tail = t.prev
+		l.tail = w.prev
 	}
-	t.next, t.prev = nil, nil
+	w.next, w.prev = nil, nil
 	l.n--
 }
 
-func (l *list) popFront() *Task {
-	t := l.head
-	if t != nil {
-		l.remove(t)
+func (l *list) popFront() *waiter {
+	w := l.head
+	if w != nil {
+		l.remove(w)
 	}
-	return t
+	return w
 }
 
 // entry is one task on its way to a worker: in a queue, in a parked

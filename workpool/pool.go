@@ -159,8 +159,8 @@ func (p *Pool) GoOpts(ctx context.Context, o Options, fn func(context.Context) e
 // taskPool recycles the tasks of Go whose memory nobody else can hold: no
 // handle was returned, no expiry closure refers to them, and fn ran with
 // the pool's context rather than the task itself. Light tasks (see entry)
-// need none, so it serves the tasks of Go in timed pools, with a Tag, or
-// parked by the Wait policy.
+// need none, even when the Wait policy parks them, so it serves the tasks
+// of Go in timed pools or with a Tag.
 var taskPool = sync.Pool{New: func() any { return new(Task) }}
 
 func (p *Pool) submit(ctx context.Context, o Options, fn func(context.Context) error, noHandle bool) (*Task, error) {
@@ -227,13 +227,7 @@ func (p *Pool) submit(ctx context.Context, o Options, fn func(context.Context) e
 	}
 	switch policy {
 	case Wait:
-		t := e.t
-		if t == nil { // parking needs a Task record (see waiter); it recycles
-			t = taskPool.Get().(*Task)
-			t.recycle = true
-			t.fn, t.ctx, t.pool, t.prio = fn, ctx, p, o.Priority
-		}
-		return p.waitLocked(ctx, t, o.MaxWait)
+		return p.waitLocked(ctx, e, o.MaxWait)
 	case ShedLowest:
 		if victim, shed, ok := p.shedLocked(e.prio); ok {
 			p.enqueueLocked(e)
@@ -344,11 +338,14 @@ func (p *Pool) refuseLocked(r Reason, cause error) *RejectError {
 	return err
 }
 
-// waiter is a submitter blocked by the Wait policy. It outlives the wait
-// on the submitter's side only, so that a task of Go can be admitted, run
-// and recycled before its submitter wakes. Waiters are recycled through
+// waiter is a submitter blocked by the Wait policy, in the pool's pending
+// list. It carries the submitter's entry: a light entry (see entry) parks
+// as its func and class alone, with no Task. Waiters are recycled through
 // the pool's waiters, so a blocked submitter allocates nothing.
 type waiter struct {
+	next, prev *waiter // in the pending list; guarded by mu
+	e          entry   // the parked task; guarded by mu
+
 	// done has a buffer of one and one sender: whoever settles the wait.
 	// The settler writes settled and refusal under mu and sends under mu,
 	// or, when a worker admits a batch, just after it releases mu (see
@@ -362,25 +359,21 @@ type waiter struct {
 
 func newWaiter() any { return &waiter{done: make(chan struct{}, 1)} }
 
-// settleLocked ends t's wait: admitted when refusal is nil.
-func settleLocked(t *Task, refusal *RejectError) {
-	w := t.waiter
-	t.waiter = nil
+// settleLocked ends w's wait: admitted when refusal is nil.
+func settleLocked(w *waiter, refusal *RejectError) {
 	w.settled, w.refusal = true, refusal
 	w.done <- struct{}{}
 }
 
-// admitLocked ends t's wait as admitted. With wake nil the submitter is
-// woken at once; otherwise its waiter is appended to *wake, and the caller
-// wakes it with wakeAll once it has released mu. Waking a thousand parked
+// admitLocked ends w's wait as admitted. With wake nil the submitter is
+// woken at once; otherwise w is appended to *wake, and the caller wakes it
+// with wakeAll once it has released mu. Waking a thousand parked
 // submitters takes a while, and other workers need mu meanwhile.
-func admitLocked(t *Task, wake *[]*waiter) {
+func admitLocked(w *waiter, wake *[]*waiter) {
 	if wake == nil {
-		settleLocked(t, nil)
+		settleLocked(w, nil)
 		return
 	}
-	w := t.waiter
-	t.waiter = nil
 	w.settled = true
 	*wake = append(*wake, w)
 }
@@ -395,64 +388,85 @@ func wakeAll(wake []*waiter) []*waiter {
 	return wake[:0]
 }
 
-// waitLocked parks the submitter until a slot frees (Wait policy). It is
-// called with mu held and returns with it released.
+// waitLocked parks the submitter of e until a slot frees (Wait policy). It
+// is called with mu held and returns with it released.
 //
 // A submitter woken by its settlement does not take mu again: the settler
 // wrote the outcome before it sent on done.
-func (p *Pool) waitLocked(ctx context.Context, t *Task, maxWait time.Duration) (*Task, error) {
+func (p *Pool) waitLocked(ctx context.Context, e entry, maxWait time.Duration) (*Task, error) {
 	if maxWait == 0 {
 		maxWait = p.maxWait
 	}
 	w := p.waiters.Get().(*waiter)
-	recycle := t.recycle // once admitted, t may run and be reused before we wake
-	t.state = statePending
-	t.waiter = w
-	p.pending.pushBack(t)
+	t := e.t
+	recycle := t != nil && t.recycle // once admitted, t may run and be reused before we wake
+	if t != nil {
+		t.state = statePending
+	}
+	w.e = e
+	p.pending.pushBack(w)
 	p.mu.Unlock()
 
-	var timeout <-chan time.Time
-	if maxWait > 0 {
-		tm := time.NewTimer(maxWait)
-		defer tm.Stop()
-		timeout = tm.C
-	}
 	var cause error
 	woken := false
-	select {
-	case <-w.done:
+	if done := ctx.Done(); done == nil && maxWait <= 0 {
+		// Only a settlement can end this wait, and a plain receive parks
+		// and wakes for less than a select.
+		<-w.done
 		woken = true
-	case <-ctx.Done():
-		cause = context.Cause(ctx)
-	case <-timeout:
+	} else {
+		var timeout <-chan time.Time
+		if maxWait > 0 {
+			tm := time.NewTimer(maxWait)
+			defer tm.Stop()
+			timeout = tm.C
+		}
+		select {
+		case <-w.done:
+			woken = true
+		case <-done:
+			cause = context.Cause(ctx)
+		case <-timeout:
+		}
 	}
 
 	if !woken {
 		p.mu.Lock()
-		if !w.settled { // still pending: t is ours
-			p.pending.remove(t)
-			t.state = stateDone
-			t.waiter = nil
+		if !w.settled { // still pending: e is ours
+			p.pending.remove(w)
+			if t != nil {
+				t.state = stateDone
+			}
 			err := p.refuseLocked(ReasonQueueFull, cause)
 			p.mu.Unlock()
-			p.waiters.Put(w)
-			p.refused(t, err)
+			p.putWaiter(w)
+			if t != nil {
+				p.refused(t, err)
+			}
 			return nil, err
 		}
 		p.mu.Unlock()
 		<-w.done // settled meanwhile: its send is buffered, or about to come from the worker that admitted it
 	}
 	refusal := w.refusal
-	w.settled, w.refusal = false, nil
-	p.waiters.Put(w)
+	p.putWaiter(w)
 	if refusal != nil {
-		p.refused(t, refusal)
+		if t != nil {
+			p.refused(t, refusal)
+		}
 		return nil, refusal
 	}
 	if recycle {
 		return nil, nil
 	}
 	return t, nil
+}
+
+// putWaiter recycles a waiter whose submitter has received its settlement
+// (or left the pending list).
+func (p *Pool) putWaiter(w *waiter) {
+	w.e, w.settled, w.refusal = entry{}, false, nil
+	p.waiters.Put(w)
 }
 
 // admitPendingLocked moves waiting submitters into free queue slots, in
@@ -466,9 +480,9 @@ func (p *Pool) admitPendingLocked(wake *[]*waiter) (admitted bool) {
 		return false
 	}
 	for p.pending.n > 0 && p.queued < p.queueSize {
-		t := p.pending.popFront()
-		p.enqueueLocked(entry{t: t, prio: t.prio})
-		admitLocked(t, wake)
+		w := p.pending.popFront()
+		p.enqueueLocked(w.e)
+		admitLocked(w, wake)
 		admitted = true
 	}
 	return admitted
@@ -633,12 +647,12 @@ func (p *Pool) nextLocked(wake *[]*waiter) entry {
 			return entry{}
 		}
 		if p.queued == 0 {
-			t := p.pending.popFront()
-			if t == nil {
+			w := p.pending.popFront()
+			if w == nil {
 				return entry{}
 			}
-			settleLocked(t, nil) // at once: this is no batch
-			e := entry{t: t, prio: t.prio}
+			e := w.e
+			settleLocked(w, nil) // at once: this is no batch
 			p.takeLocked(e)
 			return e
 		}
@@ -876,9 +890,11 @@ func (p *Pool) Close(ctx context.Context) ([]*Task, error) {
 	p.mu.Lock()
 	if !p.closing {
 		p.closing = true
-		for t := p.pending.popFront(); t != nil; t = p.pending.popFront() {
-			t.state = stateDone
-			settleLocked(t, p.refuseLocked(ReasonClosed, nil))
+		for w := p.pending.popFront(); w != nil; w = p.pending.popFront() {
+			if w.e.t != nil {
+				w.e.t.state = stateDone
+			}
+			settleLocked(w, p.refuseLocked(ReasonClosed, nil))
 		}
 		for len(p.idle) > 0 {
 			p.wakeIdleLocked(entry{})

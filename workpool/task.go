@@ -117,13 +117,11 @@ type Task struct {
 	cancelable bool // ctx has a Done channel
 	state      taskState
 	prio       Priority
-	next, prev *Task         // in the pending list (Wait policy)
 	seq        uint64        // in its class's queue (see ring)
 	enqueued   time.Time     // when accepted; set only when the pool needs it
 	stopCtx    func() bool   // stops the context.AfterFunc that expires a queued task
 	timer      *time.Timer   // the MaxQueueWait bound, nil without one
 	maxQWait   time.Duration // the MaxQueueWait bound, 0 for none
-	waiter     *waiter       // Wait policy: the blocked submitter, while pending
 
 	mu       sync.Mutex
 	finished bool          // guarded by mu
