@@ -882,7 +882,7 @@ func TestLightWaitPolicy(t *testing.T) {
 
 // TestLightWaitNoOvertake: while Wait submitters are parked, a light Go
 // does not take a free queue slot ahead of them (the queue admits waiters
-// only once it has drained to half), it parks behind them.
+// only once it has drained to an eighth), it parks behind them.
 func TestLightWaitNoOvertake(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		p := New(Config{Workers: 1, QueueSize: 4, Policy: Wait})
@@ -900,7 +900,7 @@ func TestLightWaitNoOvertake(t *testing.T) {
 		close(g1.release)
 		<-g2.started
 		synctest.Wait()
-		// One slot is free, but w1 waits for the queue to drain to half.
+		// One slot is free, but w1 waits for the queue to drain to an eighth.
 		if s := checkBalance(t, p); s.TotalQueued() != 3 || s.Waiting != 1 {
 			t.Fatalf("stats %+v", s)
 		}

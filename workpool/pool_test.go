@@ -999,7 +999,7 @@ func TestAdmittedSubmitterNotHeldByRejectHook(t *testing.T) {
 		hookRelease := make(chan struct{})
 		var once sync.Once
 		p := New(Config{
-			Workers: 1, QueueSize: 2, Policy: Wait,
+			Workers: 1, QueueSize: 1, Policy: Wait,
 			CoDelTarget: time.Millisecond, CoDelInterval: time.Millisecond,
 			Hooks: Hooks{OnReject: func(ev Event) {
 				if ev.Reason == ReasonExpired {
@@ -1011,8 +1011,7 @@ func TestAdmittedSubmitterNotHeldByRejectHook(t *testing.T) {
 			}},
 		})
 		g := occupy(t, p)
-		mustSubmit(t, p, Options{}, nop)
-		mustSubmit(t, p, Options{}, nop)
+		mustSubmit(t, p, Options{}, nop) // the queue is full
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
 		submitted := make(chan error, 1)
@@ -1026,7 +1025,7 @@ func TestAdmittedSubmitterNotHeldByRejectHook(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond) // the queue now stands
 		close(g.release)
-		<-hookEntered // the worker dropped a queued task and sits in the hook
+		<-hookEntered // the worker admitted the waiter, dropped the queued task and sits in the hook
 		synctest.Wait()
 		select {
 		case err := <-submitted:
