@@ -12,6 +12,7 @@ require (
 	github.com/riverqueue/river/riverdriver/riversqlite v0.51.2
 	github.com/sluicehq/sluice v0.0.0
 	github.com/sourcegraph/conc v0.3.0
+	go.uber.org/goleak v1.3.0
 	golang.org/x/sync v0.25.0
 	modernc.org/sqlite v1.62.0
 )
