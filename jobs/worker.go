@@ -101,6 +101,12 @@ type Worker struct {
 	stats     WorkerStats             // guarded by mu
 	stopErr   error                   // guarded by mu
 	stoppedCh chan struct{}           // closed when Stop finished
+
+	// early holds, by job ID, when a cancellation request was seen for a
+	// job this worker did not hold (yet): a notification or a slow fetch's
+	// renewal can report one before dispatch registers the job. Guarded by
+	// mu; entries older than a lease are dropped (see noteEarlyCancel).
+	early map[int64]time.Time
 }
 
 // WorkerStats counts what a worker did.
@@ -132,10 +138,42 @@ type heldJob struct {
 	job    *Job
 	q      *queueRunner
 	cancel context.CancelCauseFunc // nil until the handler starts
+	// pending is a cancellation that came before the handler started
+	// (errCancelRequested or errLeaseLost); runFunc applies it at start
+	// and does not call the handler.
+	pending error
 	// until is when the job's lease runs out as far as this worker knows:
 	// the fetch's (or its renewal's) time plus Lease, moved by each
 	// heartbeat that extends it.
 	until time.Time
+}
+
+// stop cancels the job's attempt with cause: at once if its handler has
+// started, else when it starts. A lost lease outranks a requested
+// cancellation, because its outcome must not be written. The caller holds
+// Worker.mu.
+func (h *heldJob) stop(cause error) {
+	if h.cancel != nil {
+		h.cancel(cause)
+		return
+	}
+	if h.pending == nil || errors.Is(cause, errLeaseLost) {
+		h.pending = cause
+	}
+}
+
+// noteEarlyCancel records a cancellation request for job id, which this
+// worker does not hold: dispatch applies it if a fetch in flight returns
+// the job. Every worker hears every cancellation, so entries older than a
+// lease (no fetch takes that long and still runs its jobs; see
+// renewFetched) are dropped here. The caller holds mu.
+func (w *Worker) noteEarlyCancel(id int64, now time.Time) {
+	for k, at := range w.early {
+		if now.Sub(at) > w.cfg.Lease {
+			delete(w.early, k)
+		}
+	}
+	w.early[id] = now
 }
 
 type queueRunner struct {
@@ -207,6 +245,7 @@ func NewWorker(store Store, reg *Registry, cfg WorkerConfig) *Worker {
 		flushSignal:  make(chan struct{}, 1),
 		stopComplete: make(chan struct{}),
 		held:         make(map[int64]*heldJob),
+		early:        make(map[int64]time.Time),
 		queues:       make(map[string]*queueRunner),
 		stoppedCh:    make(chan struct{}),
 	}
@@ -508,12 +547,19 @@ func (w *Worker) renewFetched(jobs []*Job, fetchedAt time.Time) (kept []*Job, le
 		held[i] = attemptOf(j)
 	}
 	now := w.cfg.Now()
-	var lost []int64
+	var lost, cancelReq []int64
 	_, err := call(w.bgCtx, w.cfg.CallTimeout, func(ctx context.Context) (struct{}, error) {
 		var err error
-		lost, _, err = w.store.Heartbeat(ctx, now, w.cfg.ID, held, w.cfg.Lease)
+		lost, cancelReq, err = w.store.Heartbeat(ctx, now, w.cfg.ID, held, w.cfg.Lease)
 		return struct{}{}, err
 	})
+	if len(cancelReq) > 0 { // cancellations requested during the fetch: dispatch applies them
+		w.mu.Lock()
+		for _, id := range cancelReq {
+			w.noteEarlyCancel(id, time.Now())
+		}
+		w.mu.Unlock()
+	}
 	if err != nil {
 		w.countStoreErr()
 		if w.cfg.Now().Sub(fetchedAt) >= w.cfg.Lease {
@@ -570,7 +616,12 @@ func (w *Worker) dispatch(q *queueRunner, jobs []*Job, lim *rate.Limiter, leaseF
 	w.mu.Lock()
 	w.stats.Fetched += len(jobs)
 	for _, j := range jobs {
-		w.held[j.ID] = &heldJob{job: j, q: q, until: until}
+		h := &heldJob{job: j, q: q, until: until}
+		if _, ok := w.early[j.ID]; ok {
+			delete(w.early, j.ID)
+			h.pending = errCancelRequested
+		}
+		w.held[j.ID] = h
 		q.active++
 	}
 	w.mu.Unlock()
@@ -600,6 +651,9 @@ func (w *Worker) runFunc(q *queueRunner, j *Job) func(context.Context) error {
 		w.mu.Lock()
 		if h := w.held[j.ID]; h != nil {
 			h.cancel = cancel
+			if h.pending != nil {
+				cancel(h.pending)
+			}
 		}
 		w.mu.Unlock()
 		if !j.Deadline.IsZero() {
@@ -613,9 +667,24 @@ func (w *Worker) runFunc(q *queueRunner, j *Job) func(context.Context) error {
 			defer c()
 		}
 		start := time.Now()
-		err := w.callHandler(ctx, j)
+		var err error
+		started := ctx.Err() == nil
+		if started {
+			err = w.callHandler(ctx, j)
+		} else {
+			// Ended before it started: a cancellation request or a lost
+			// lease that came while the job waited (for the queue's rate
+			// limit, say), a deadline already past, or shutdown. The
+			// handler is not called.
+			err = context.Cause(ctx)
+		}
 		o, ok := w.classify(j, err, context.Cause(ctx))
 		if !ok { // lease lost: whatever we write would be fenced off
+			if !started {
+				w.mu.Lock()
+				w.stats.LostBeforeStart++
+				w.mu.Unlock()
+			}
 			w.forget(q, j.ID)
 			return nil
 		}
@@ -1004,8 +1073,8 @@ func (w *Worker) beat(ctx context.Context, due time.Time) error {
 		w.stats.StoreErrs++
 		expired := w.cfg.Now()
 		for _, h := range w.held {
-			if h.cancel != nil && !h.until.After(expired) {
-				h.cancel(errLeaseLost)
+			if !h.until.After(expired) {
+				h.stop(errLeaseLost)
 			}
 		}
 		return err
@@ -1017,8 +1086,8 @@ func (w *Worker) beat(ctx context.Context, due time.Time) error {
 		return nil
 	}
 	for _, id := range lost {
-		if h := current(id); h != nil && h.cancel != nil {
-			h.cancel(errLeaseLost)
+		if h := current(id); h != nil {
+			h.stop(errLeaseLost)
 		}
 		delete(sent, id)
 	}
@@ -1029,8 +1098,8 @@ func (w *Worker) beat(ctx context.Context, due time.Time) error {
 		}
 	}
 	for _, id := range cancel {
-		if h := current(id); h != nil && h.cancel != nil {
-			h.cancel(errCancelRequested)
+		if h := current(id); h != nil {
+			h.stop(errCancelRequested)
 		}
 	}
 	return nil
@@ -1044,8 +1113,12 @@ func (w *Worker) notifyLoop(events <-chan Notification) {
 		if q := w.queues[ev.Queue]; ev.Queue != "" && q != nil {
 			signal(q.wake)
 		}
-		if h := w.held[ev.CancelID]; ev.CancelID != 0 && h != nil && h.cancel != nil {
-			h.cancel(errCancelRequested)
+		if ev.CancelID != 0 {
+			if h := w.held[ev.CancelID]; h != nil {
+				h.stop(errCancelRequested)
+			} else {
+				w.noteEarlyCancel(ev.CancelID, time.Now())
+			}
 		}
 		w.mu.Unlock()
 	}

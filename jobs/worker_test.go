@@ -1063,3 +1063,217 @@ func TestStaleHeartbeatAnswerSparesNextRun(t *testing.T) {
 		})
 	}
 }
+
+// calledSet records which jobs' handlers were called.
+type calledSet struct {
+	mu  sync.Mutex
+	ids map[int64]bool
+}
+
+func (c *calledSet) add(id int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.ids == nil {
+		c.ids = map[int64]bool{}
+	}
+	c.ids[id] = true
+}
+
+func (c *calledSet) has(id int64) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.ids[id]
+}
+
+// rateLimitedPair enqueues two jobs in a queue that starts one job every
+// 2s: the second is fetched at once and waits about 2s for the rate
+// limiter, held but not started. Its handler records the call and blocks
+// until its context ends.
+func rateLimitedPair(t *testing.T, c *jobs.Client, reg *jobs.Registry, called *calledSet) (first, second *jobs.Job) {
+	t.Helper()
+	if _, err := c.PutQueue(context.Background(), jobs.QueueConfig{Name: "slow", RateLimit: 0.5, RateBurst: 1}); err != nil {
+		t.Fatal(err)
+	}
+	reg.Handle("wait", jobs.HandlerFunc(func(ctx context.Context, j *jobs.Job) error {
+		called.add(j.ID)
+		if j.Payload != nil && string(j.Payload) == `"quick"` {
+			return nil
+		}
+		<-ctx.Done()
+		return ctx.Err()
+	}))
+	res, err := c.EnqueueMany(context.Background(), "slow", []jobs.NewJob{
+		{Kind: "wait", Payload: []byte(`"quick"`)},
+		{Kind: "wait"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res[0].Job, res[1].Job
+}
+
+// A cancellation requested while a fetched job waits for its queue's rate
+// limit, before its handler starts, ends the job canceled when its turn
+// comes, without calling the handler. On SQLite the request reaches the
+// worker with a maintenance pass's heartbeat. (The worker used to drop a
+// request for a job whose handler had not started: the job then ran until
+// a later heartbeat, and a quick handler succeeded.)
+func TestCancelWhileWaitingForRateLimit(t *testing.T) {
+	st := openStore(t)
+	c := jobs.NewClient(st, jobs.ClientConfig{})
+	reg := jobs.NewRegistry()
+	var called calledSet
+	first, second := rateLimitedPair(t, c, reg, &called)
+	startWorker(t, st, reg, fastWorker("slow"))
+	waitState(t, c, first.ID, jobs.StateSucceeded)
+	waitState(t, c, second.ID, jobs.StateRunning) // fetched, waiting for the limiter
+	if _, err := c.Cancel(context.Background(), second.ID); err != nil {
+		t.Fatal(err)
+	}
+	j := waitState(t, c, second.ID, jobs.StateCanceled)
+	if called.has(second.ID) {
+		t.Errorf("the handler of job %d ran after its cancellation was requested (reason %q)", second.ID, j.Reason)
+	}
+}
+
+// fetchHookStore runs onFetch, if set, after a fetch that returned jobs.
+type fetchHookStore struct {
+	jobs.Store
+	onFetch func(got []*jobs.Job)
+}
+
+func (s *fetchHookStore) Fetch(ctx context.Context, now time.Time, queue, owner string, limit int, lease time.Duration) ([]*jobs.Job, error) {
+	got, err := s.Store.Fetch(ctx, now, queue, owner, limit, lease)
+	if err == nil && len(got) > 0 && s.onFetch != nil {
+		s.onFetch(got)
+	}
+	return got, err
+}
+
+// chanNotifyStore delivers the notifications sent on events, as pgstore
+// delivers its listener's. A send returns once the worker has received
+// the notification.
+type chanNotifyStore struct {
+	fetchHookStore
+	events chan jobs.Notification
+}
+
+func (s *chanNotifyStore) Listen(ctx context.Context) (<-chan jobs.Notification, error) {
+	out := make(chan jobs.Notification)
+	go func() {
+		defer close(out)
+		for {
+			select {
+			case ev := <-s.events:
+				select {
+				case out <- ev:
+				case <-ctx.Done():
+					return
+				}
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return out, nil
+}
+
+// notifyWorker returns worker settings under which only a notification
+// can bring a cancellation within the test: heartbeats every 10s, leases
+// of 30s (so maintenance, on a notifying store, extends none).
+func notifyWorker(queues ...string) jobs.WorkerConfig {
+	cfg := fastWorker(queues...)
+	cfg.Lease = 30 * time.Second
+	cfg.HeartbeatInterval = 10 * time.Second
+	return cfg
+}
+
+// A cancellation notification for a job that waits for its queue's rate
+// limit is applied when the job's turn comes: canceled, handler not
+// called, long before the next heartbeat.
+func TestCancelNotificationWhileWaitingForRateLimit(t *testing.T) {
+	st := &chanNotifyStore{fetchHookStore: fetchHookStore{Store: openStore(t)}, events: make(chan jobs.Notification)}
+	c := jobs.NewClient(st, jobs.ClientConfig{})
+	reg := jobs.NewRegistry()
+	var called calledSet
+	first, second := rateLimitedPair(t, c, reg, &called)
+	cfg := notifyWorker("slow")
+	startWorker(t, st, reg, cfg)
+	waitState(t, c, first.ID, jobs.StateSucceeded)
+	waitState(t, c, second.ID, jobs.StateRunning)
+	begin := time.Now()
+	if _, err := c.Cancel(context.Background(), second.ID); err != nil {
+		t.Fatal(err)
+	}
+	st.events <- jobs.Notification{CancelID: second.ID}
+	waitState(t, c, second.ID, jobs.StateCanceled)
+	if d := time.Since(begin); d >= cfg.HeartbeatInterval/2 {
+		t.Errorf("the cancellation took %v; the notification was not applied", d)
+	}
+	if called.has(second.ID) {
+		t.Errorf("the handler of job %d ran after its cancellation was requested", second.ID)
+	}
+}
+
+// A cancellation notification that arrives after a fetch claimed the job
+// but before the worker holds it (here: while the fetch call is still
+// returning) is kept and applied when the job is dispatched.
+func TestCancelNotificationBeforeDispatch(t *testing.T) {
+	st := &chanNotifyStore{fetchHookStore: fetchHookStore{Store: openStore(t)}, events: make(chan jobs.Notification)}
+	c := jobs.NewClient(st, jobs.ClientConfig{})
+	reg := jobs.NewRegistry()
+	reg.Handle("wait", jobs.HandlerFunc(func(ctx context.Context, _ *jobs.Job) error {
+		<-ctx.Done()
+		return ctx.Err()
+	}))
+	j := enqueue(t, c, jobs.NewJob{Kind: "wait"})
+	var once sync.Once
+	st.onFetch = func(got []*jobs.Job) {
+		once.Do(func() {
+			if _, err := c.Cancel(context.Background(), j.ID); err != nil {
+				t.Error(err)
+			}
+			st.events <- jobs.Notification{CancelID: j.ID}
+		})
+	}
+	cfg := notifyWorker()
+	begin := time.Now()
+	startWorker(t, st, reg, cfg)
+	waitState(t, c, j.ID, jobs.StateCanceled)
+	if d := time.Since(begin); d >= cfg.HeartbeatInterval/2 {
+		t.Errorf("the cancellation took %v; the early notification was lost", d)
+	}
+}
+
+// A cancellation requested while a slow fetch is in flight reaches the
+// worker with the renewal of that fetch's leases (SQLite sends no
+// notifications), and the job ends canceled without its handler running.
+func TestCancelDuringSlowFetch(t *testing.T) {
+	cfg := fastWorker()
+	cfg.Lease = 3 * time.Second
+	cfg.HeartbeatInterval = 100 * time.Millisecond
+	cfg.MaintenanceInterval = time.Hour
+	st := &fetchHookStore{Store: openStore(t)}
+	c := jobs.NewClient(st, jobs.ClientConfig{})
+	reg := jobs.NewRegistry()
+	var called calledSet
+	reg.Handle("x", jobs.HandlerFunc(func(_ context.Context, j *jobs.Job) error {
+		called.add(j.ID)
+		return nil
+	}))
+	j := enqueue(t, c, jobs.NewJob{Kind: "x"})
+	var once sync.Once
+	st.onFetch = func([]*jobs.Job) {
+		once.Do(func() {
+			if _, err := c.Cancel(context.Background(), j.ID); err != nil {
+				t.Error(err)
+			}
+			time.Sleep(2 * cfg.HeartbeatInterval) // slow: the worker renews the leases
+		})
+	}
+	startWorker(t, st, reg, cfg)
+	waitState(t, c, j.ID, jobs.StateCanceled)
+	if called.has(j.ID) {
+		t.Errorf("the handler ran after the cancellation was requested")
+	}
+}
