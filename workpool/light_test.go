@@ -882,7 +882,7 @@ func TestLightWaitPolicy(t *testing.T) {
 
 // TestLightWaitNoOvertake: while Wait submitters are parked, a light Go
 // does not take a free queue slot ahead of them (the queue admits waiters
-// only once it has drained to an eighth), it parks behind them.
+// only once it has drained to half), it parks behind them.
 func TestLightWaitNoOvertake(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		p := New(Config{Workers: 1, QueueSize: 4, Policy: Wait})
@@ -900,7 +900,7 @@ func TestLightWaitNoOvertake(t *testing.T) {
 		close(g1.release)
 		<-g2.started
 		synctest.Wait()
-		// One slot is free, but w1 waits for the queue to drain to an eighth.
+		// One slot is free, but w1 waits for the queue to drain to half.
 		if s := checkBalance(t, p); s.TotalQueued() != 3 || s.Waiting != 1 {
 			t.Fatalf("stats %+v", s)
 		}
@@ -996,12 +996,96 @@ func TestWaitMixedLightAndHeavy(t *testing.T) {
 					t.Fatalf("ran %v, want %v", got, want)
 				}
 				s := checkBalance(t, p)
-				if s.Completed != uint64(qs)+4 || s.Rejected[ReasonQueueFull] != 1 || s.Waiting != 0 {
+				if s.Completed != uint64(qs)+4 || s.Rejected[ReasonQueueFull] != 1 || s.Waiting != 0 || s.Waited != 4 {
 					t.Fatalf("stats %+v", s)
 				}
 			})
 		})
 	}
+}
+
+// TestWaitAdmitsAtHalf: parked submitters are admitted when a worker's
+// take leaves the queue at half its size, not before, and counted in
+// Stats.Waited.
+func TestWaitAdmitsAtHalf(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const size = 8
+		p := New(Config{Workers: 1, QueueSize: size, Policy: Wait})
+		g := occupyLight(t, p)
+		gates := make([]*gate, size)
+		for i := range gates {
+			gates[i] = newGate()
+			mustGo(t, p, Options{}, gates[i].task)
+		}
+		errc := make(chan error, 1)
+		go func() { errc <- p.Go(context.Background(), nop) }()
+		synctest.Wait()
+		if s := p.Stats(); s.Waiting != 1 || s.Waited != 1 {
+			t.Fatalf("stats %+v, want one waiting", s)
+		}
+		close(g.release)
+		for i := range gates {
+			<-gates[i].started // the worker took task i: size-1-i are queued
+			synctest.Wait()
+			s := p.Stats()
+			wantWaiting := 0
+			if size-1-i > size/2 {
+				wantWaiting = 1
+			}
+			if s.Waiting != wantWaiting {
+				t.Fatalf("with %d queued after a take: waiting %d, want %d", size-1-i, s.Waiting, wantWaiting)
+			}
+			close(gates[i].release)
+		}
+		if err := <-errc; err != nil {
+			t.Fatal(err)
+		}
+		closeNow(t, p)
+		if s := checkBalance(t, p); s.Completed != size+2 || s.Waited != 1 {
+			t.Fatalf("stats %+v", s)
+		}
+	})
+}
+
+// TestSetQueueSizeAdmitsAtOnce: raising the bound admits parked submitters
+// into the new slots at once, however full the queue still is, one per
+// new slot, in FIFO order.
+func TestSetQueueSizeAdmitsAtOnce(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const size = 8
+		p := New(Config{Workers: 1, QueueSize: size, Policy: Wait})
+		g := occupyLight(t, p)
+		var rec recorder
+		for i := range size {
+			mustGo(t, p, Options{}, rec.task(fmt.Sprintf("q%d", i)))
+		}
+		done := make(chan string, 2)
+		for _, name := range []string{"w0", "w1"} {
+			go func() {
+				if err := p.Go(context.Background(), rec.task(name)); err != nil {
+					t.Errorf("%s: %v", name, err)
+				}
+				done <- name
+			}()
+			synctest.Wait()
+		}
+		p.SetQueueSize(size + 1)
+		synctest.Wait()
+		if s := p.Stats(); s.Waiting != 1 || s.TotalQueued() != size+1 || len(done) != 1 || <-done != "w0" {
+			t.Fatalf("after raising the bound by one: stats %+v", s)
+		}
+		p.SetQueueSize(size + 2)
+		synctest.Wait()
+		if s := p.Stats(); s.Waiting != 0 || s.TotalQueued() != size+2 || <-done != "w1" {
+			t.Fatalf("after raising it by two: stats %+v", s)
+		}
+		close(g.release)
+		closeNow(t, p)
+		want := []string{"q0", "q1", "q2", "q3", "q4", "q5", "q6", "q7", "w0", "w1"}
+		if got := rec.got(); !slices.Equal(got, want) {
+			t.Fatalf("ran %v, want %v", got, want)
+		}
+	})
 }
 
 // TestLightWaitPolicyRefusals: a light Go blocked by the Wait policy is

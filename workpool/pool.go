@@ -398,6 +398,7 @@ func (p *Pool) waitLocked(ctx context.Context, e entry, maxWait time.Duration) (
 		maxWait = p.maxWait
 	}
 	w := p.waiters.Get().(*waiter)
+	p.stats.Waited++
 	t := e.t
 	recycle := t != nil && t.recycle // once admitted, t may run and be reused before we wake
 	if t != nil {
@@ -470,19 +471,24 @@ func (p *Pool) putWaiter(w *waiter) {
 }
 
 // admitPendingLocked moves waiting submitters into free queue slots, in
-// FIFO order, once the queue has drained to an eighth of its size: a
-// producer blocked on a full queue then wakes once per seven eighths of a
-// queue instead of once per task, which keeps it from trading places with a
-// worker on every task. (Half, the first threshold, woke a thousand
-// blocked producers 70% more often for the same tasks; see
-// docs/benchmarks.md.) The tasks of the admitted submitters enter the queue
-// at once, so it does not run dry while they wake.
+// FIFO order, once the queue has drained to half its size: a producer
+// blocked on a full queue then wakes once per half queue instead of once per
+// task, which keeps it from trading places with a worker on every task.
+// (An eighth woke a thousand blocked producers less often, but left a
+// single slow one half the headroom, and let submitters of other policies
+// hold the waiters off longer; see docs/benchmarks.md.)
 //
 // The admitted submitters are woken as admitLocked says.
 func (p *Pool) admitPendingLocked(wake *[]*waiter) (admitted bool) {
-	if p.pending.n == 0 || p.queued > p.queueSize/8 {
+	if p.pending.n == 0 || p.queued > p.queueSize/2 {
 		return false
 	}
+	return p.admitAllLocked(wake)
+}
+
+// admitAllLocked moves waiting submitters into free queue slots, in FIFO
+// order, whatever the queue's level.
+func (p *Pool) admitAllLocked(wake *[]*waiter) (admitted bool) {
 	for p.pending.n > 0 && p.queued < p.queueSize {
 		w := p.pending.popFront()
 		p.enqueueLocked(w.e)
@@ -850,13 +856,13 @@ func (p *Pool) SetWorkers(n int) {
 
 // SetQueueSize changes the queue bound. Lowering it below the number of
 // queued tasks drops none: they run, and new tasks are refused until the
-// queue is below the bound. Raising it admits waiting submitters at once.
-// n < 0 means 0.
+// queue is below the bound. Raising it admits waiting submitters into the
+// new slots at once. n < 0 means 0.
 func (p *Pool) SetQueueSize(n int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.queueSize = max(n, 0)
-	p.admitPendingLocked(nil)
+	p.admitAllLocked(nil)
 }
 
 // isBackground reports whether ctx is context.Background() or

@@ -44,6 +44,9 @@ type Stats struct {
 	Waiting int // submitters blocked by the Wait policy
 
 	Submitted uint64 // tasks accepted
+	// Waited counts submissions that blocked under the Wait policy (each
+	// time a submitter parked on a full queue), whatever came of them.
+	Waited    uint64
 	Completed uint64 // returned nil
 	Failed    uint64 // returned an error (or called runtime.Goexit)
 	Panicked  uint64

@@ -49,10 +49,9 @@ const (
 	Reject
 	// Wait blocks the submitter until a slot frees, its context ends, or
 	// MaxWait passes; then it refuses with ErrQueueFull. Waiting submitters
-	// are admitted in FIFO order once the queue has drained to an eighth of
-	// its size (or, with no queue, as soon as a worker is free), so a
-	// blocked producer wakes once per seven eighths of a queue rather than
-	// once per task. Waiting
+	// are admitted in FIFO order once the queue has drained to half its size
+	// (or, with no queue, as soon as a worker is free), so a blocked
+	// producer wakes once per half queue rather than once per task. Waiting
 	// allocates nothing (the pool recycles its wait records) beyond a timer
 	// when a MaxWait applies.
 	Wait

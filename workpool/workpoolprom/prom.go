@@ -31,7 +31,7 @@ type Metrics struct {
 
 	workers, live, idle, running, queueSize, queued, waiting *prometheus.Desc
 	submitted, completed, failed, panicked, shed, expired    *prometheus.Desc
-	returned, rejected                                       *prometheus.Desc
+	returned, rejected, waited                               *prometheus.Desc
 }
 
 // New returns metrics named <namespace>_workpool_* with a constant label
@@ -68,6 +68,7 @@ func New(namespace, pool string) *Metrics {
 		expired:   desc("expired_total", "Accepted tasks dropped before starting (deadline, queue-wait bound, CoDel)."),
 		returned:  desc("returned_total", "Accepted tasks handed back by Close without starting."),
 		rejected:  desc("rejected_total", "Tasks refused at submission, by reason.", "reason"),
+		waited:    desc("waited_total", "Submissions that blocked on a full queue under the Wait policy."),
 	}
 }
 
@@ -107,7 +108,7 @@ func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
 	m.queueWait.Describe(ch)
 	m.run.Describe(ch)
 	for _, d := range []*prometheus.Desc{m.workers, m.live, m.idle, m.running, m.queueSize, m.queued, m.waiting,
-		m.submitted, m.completed, m.failed, m.panicked, m.shed, m.expired, m.returned, m.rejected} {
+		m.submitted, m.completed, m.failed, m.panicked, m.shed, m.expired, m.returned, m.rejected, m.waited} {
 		ch <- d
 	}
 }
@@ -147,6 +148,7 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	counter(m.shed, s.Shed)
 	counter(m.expired, s.Expired)
 	counter(m.returned, s.Returned)
+	counter(m.waited, s.Waited)
 	for _, r := range reasons {
 		counter(m.rejected, s.Rejected[r], r.String())
 	}

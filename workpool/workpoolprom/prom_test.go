@@ -3,6 +3,7 @@ package workpoolprom_test
 import (
 	"context"
 	"errors"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -89,5 +90,44 @@ sluice_workpool_failed_total{pool="test"} 1
 	}
 	if started4 != 4 || userHookCalls != 4 {
 		t.Fatalf("queue-wait observations %d, user hook calls %d; want 4, 4", started4, userHookCalls)
+	}
+}
+
+// TestWaitedCounter: a submitter blocked by the Wait policy shows as
+// waiting_submitters while it waits and counts once in waited_total.
+func TestWaitedCounter(t *testing.T) {
+	m := workpoolprom.New("sluice", "wait")
+	pool := workpool.New(workpool.Config{Workers: 1, QueueSize: 0, Policy: workpool.Wait})
+	m.Watch(pool)
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(m)
+	ctx := context.Background()
+	release, started := make(chan struct{}), make(chan struct{})
+	if err := pool.Go(ctx, func(context.Context) error { close(started); <-release; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	<-started
+	done := make(chan error, 1)
+	go func() { done <- pool.Go(ctx, func(context.Context) error { return nil }) }()
+	for pool.Stats().Waiting != 1 {
+		runtime.Gosched()
+	}
+	want := `
+# HELP sluice_workpool_waited_total Submissions that blocked on a full queue under the Wait policy.
+# TYPE sluice_workpool_waited_total counter
+sluice_workpool_waited_total{pool="wait"} 1
+# HELP sluice_workpool_waiting_submitters Submitters blocked by the Wait policy.
+# TYPE sluice_workpool_waiting_submitters gauge
+sluice_workpool_waiting_submitters{pool="wait"} 1
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "sluice_workpool_waited_total", "sluice_workpool_waiting_submitters"); err != nil {
+		t.Fatal(err)
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Close(ctx); err != nil {
+		t.Fatal(err)
 	}
 }
