@@ -22,10 +22,13 @@ import (
 //
 // Metrics, per iteration, from the task start times: cycles (runs of
 // starts with no gap over 300 µs), period-µs (mean time from one full
-// cycle's first start to the next one's), burst-µs (median time from a
-// full cycle's first start to its last), wide-bursts (full cycles whose
-// burst is over twice the median: refills, GC, a noisy host) and
-// submit-ms (time until every submitter has returned).
+// cycle's first start to the next one's, over consecutive full cycles),
+// burst-µs (median time from a full cycle's first start to its last),
+// wide-bursts (full cycles whose burst is over twice the median: refills,
+// GC, a noisy host), submit-ms (time until every submitter has returned)
+// and, for sluice, waits (submissions that blocked on the full queue,
+// Stats.Waited). The analysis runs after the timed loop, so ns/op is the
+// workload's alone.
 func BenchmarkCycles(b *testing.B) {
 	for _, sub := range []struct {
 		name string
@@ -33,31 +36,40 @@ func BenchmarkCycles(b *testing.B) {
 	}{{"sluice", new(sluiceGoSubject)}, {"pond", new(pondSubject)}} {
 		b.Run(sub.name, func(b *testing.B) {
 			const users, perUser, limit = 1_000, 20, 256
-			var cycles, period, burst, wide, submit float64
+			var runs []stampedRun
 			for b.Loop() {
-				st := runStamped(b, sub.s, users, perUser, limit)
-				c := cyclesOf(st.starts, limit)
+				runs = append(runs, runStamped(b, sub.s, users, perUser, limit))
+			}
+			var cycles, period, burst, wide, submit, waits float64
+			for _, r := range runs {
+				c := cyclesOf(r.starts, limit)
 				cycles += float64(c.n)
 				period += c.period
 				burst += c.burst
 				wide += float64(c.wide)
-				submit += float64(st.submitted.Microseconds()) / 1e3
+				submit += float64(r.submitted.Microseconds()) / 1e3
+				waits += float64(r.waits)
 			}
-			n := float64(b.N)
+			n := float64(len(runs))
 			b.ReportMetric(cycles/n, "cycles")
 			b.ReportMetric(period/n, "period-µs")
 			b.ReportMetric(burst/n, "burst-µs")
 			b.ReportMetric(wide/n, "wide-bursts")
 			b.ReportMetric(submit/n, "submit-ms")
+			if _, ok := sub.s.(*sluiceGoSubject); ok {
+				b.ReportMetric(waits/n, "waits")
+			}
 		})
 	}
 }
 
 // stampedRun is one iteration's task start times (since the iteration
-// began) and when the last submitter returned.
+// began), when the last submitter returned, and for sluice how many
+// submissions blocked on the full queue.
 type stampedRun struct {
 	starts    []time.Duration
 	submitted time.Duration
+	waits     uint64
 }
 
 var (
@@ -97,6 +109,10 @@ func runStamped(b *testing.B, s subject, users, perUser, limit int) stampedRun {
 	}
 	submitters.Wait()
 	submitted := time.Since(stampBase)
+	var waits uint64
+	if sg, ok := s.(*sluiceGoSubject); ok {
+		waits = sg.p.Stats().Waited
+	}
 	stopErr := s.stop()
 	if p := submitErr.Load(); p != nil {
 		b.Fatalf("submit: %v", *p)
@@ -107,20 +123,21 @@ func runStamped(b *testing.B, s subject, users, perUser, limit int) stampedRun {
 	if got := ran.Load(); got != int64(total) {
 		b.Fatalf("%d tasks ran, want %d", got, total)
 	}
-	return stampedRun{starts: slices.Clone(stamps), submitted: submitted}
+	return stampedRun{starts: slices.Clone(stamps), submitted: submitted, waits: waits}
 }
 
 // cycleStats summarizes the cycles of one iteration's start times.
 type cycleStats struct {
 	n      int     // cycles
-	period float64 // µs, mean over full cycles
+	period float64 // µs, mean over consecutive full cycles
 	burst  float64 // µs, median over full cycles
 	wide   int     // full cycles with a burst over twice the median
 }
 
-// cyclesOf splits sorted task start times into cycles at gaps over
-// 300 µs. A full cycle is one with at least 3/4 of limit starts; the
-// first and last full cycles bound the mean period.
+// cyclesOf splits task start times into cycles at gaps over 300 µs. A
+// full cycle is one with at least 3/4 of limit starts. The period is the
+// mean gap between consecutive cycles that are both full: a cycle split
+// into parts too small to count leaves no gap that spans two periods.
 func cyclesOf(starts []time.Duration, limit int) cycleStats {
 	slices.Sort(starts)
 	type cycle struct {
@@ -136,23 +153,32 @@ func cyclesOf(starts []time.Duration, limit int) cycleStats {
 		c.last = t
 		c.n++
 	}
-	var full []cycle
-	for _, c := range cs {
-		if c.n >= limit*3/4 {
-			full = append(full, c)
+	isFull := func(c cycle) bool { return c.n >= limit*3/4 }
+	out := cycleStats{n: len(cs)}
+	var widths []time.Duration
+	var gaps time.Duration
+	nGaps := 0
+	for i, c := range cs {
+		if !isFull(c) {
+			continue
+		}
+		widths = append(widths, c.last-c.first)
+		if i > 0 && isFull(cs[i-1]) {
+			gaps += c.first - cs[i-1].first
+			nGaps++
 		}
 	}
-	out := cycleStats{n: len(cs)}
-	if len(full) < 2 {
-		return out
+	if nGaps > 0 {
+		out.period = float64(gaps.Microseconds()) / float64(nGaps)
 	}
-	out.period = float64((full[len(full)-1].first - full[0].first).Microseconds()) / float64(len(full)-1)
-	widths := make([]time.Duration, len(full))
-	for i, c := range full {
-		widths[i] = c.last - c.first
+	if len(widths) == 0 {
+		return out
 	}
 	slices.Sort(widths)
 	med := widths[len(widths)/2]
+	if len(widths)%2 == 0 {
+		med = (widths[len(widths)/2-1] + med) / 2
+	}
 	out.burst = float64(med.Microseconds())
 	for _, w := range widths {
 		if w > 2*med {
@@ -165,23 +191,42 @@ func cyclesOf(starts []time.Duration, limit int) cycleStats {
 // TestCyclesOf checks the cycle split on made-up start times.
 func TestCyclesOf(t *testing.T) {
 	us := func(v int) time.Duration { return time.Duration(v) * time.Microsecond }
-	var starts []time.Duration
-	// Three full cycles of 4 starts 1,250 µs apart with bursts of 30, 30
-	// and 90 µs, a straggler 500 µs after the second, and one start at the
-	// end.
-	for _, base := range []int{0, 1250, 2500} {
-		step := 10
-		if base == 2500 {
-			step = 30
+	// cycle returns n starts from base, step µs apart.
+	cycle := func(base, n, step int) []time.Duration {
+		var out []time.Duration
+		for i := range n {
+			out = append(out, us(base+i*step))
 		}
-		for i := range 4 {
-			starts = append(starts, us(base+i*step))
-		}
+		return out
 	}
-	starts = append(starts, us(1750), us(4000))
-	c := cyclesOf(starts, 4)
-	want := cycleStats{n: 5, period: 1250, burst: 30, wide: 1}
-	if c != want {
-		t.Fatalf("cyclesOf = %+v, want %+v", c, want)
+	cat := func(parts ...[]time.Duration) []time.Duration { return slices.Concat(parts...) }
+	for _, tc := range []struct {
+		name   string
+		starts []time.Duration
+		want   cycleStats
+	}{{
+		// Full cycles 1,250 µs apart with bursts of 30, 30 and 90 µs, a
+		// straggler 500 µs after the second, and one start at the end.
+		name:   "stragglers",
+		starts: cat(cycle(0, 4, 10), cycle(1250, 4, 10), []time.Duration{us(1750)}, cycle(2500, 4, 30), []time.Duration{us(4000)}),
+		want:   cycleStats{n: 5, period: 1250, burst: 30, wide: 1},
+	}, {
+		// The cycle at 2,500 µs is split into two parts too small to be
+		// full: no gap spans it, so the period stays 1,250 µs. The median
+		// of the four full bursts (9, 18, 30 and 39 µs) is the mean of the
+		// middle two.
+		name:   "split cycle, even count",
+		starts: cat(cycle(0, 4, 3), cycle(1250, 4, 6), cycle(2500, 2, 10), cycle(2900, 2, 10), cycle(3750, 4, 10), cycle(5000, 4, 13)),
+		want:   cycleStats{n: 6, period: 1250, burst: 24, wide: 0},
+	}, {
+		name:   "unsorted input",
+		starts: cat(cycle(1250, 4, 10), cycle(0, 4, 10)),
+		want:   cycleStats{n: 2, period: 1250, burst: 30, wide: 0},
+	}} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := cyclesOf(tc.starts, 4); got != tc.want {
+				t.Fatalf("cyclesOf = %+v, want %+v", got, tc.want)
+			}
+		})
 	}
 }
