@@ -62,7 +62,8 @@ type WorkerConfig struct {
 	OnRecorded func(outcomes []Outcome, applied []bool)
 	// OnAttempt, if set, is called on the job's goroutine after each
 	// attempt's handler returned, with the outcome it will record and the
-	// handler's run time (not called when the lease was lost).
+	// handler's run time (not called when the lease was lost, nor for an
+	// attempt that ended before its handler started: see heldJob.stop).
 	OnAttempt func(job *Job, o Outcome, run time.Duration)
 }
 
@@ -104,9 +105,12 @@ type Worker struct {
 
 	// early holds, by job ID, when a cancellation request was seen for a
 	// job this worker did not hold (yet): a notification or a slow fetch's
-	// renewal can report one before dispatch registers the job. Guarded by
-	// mu; entries older than a lease are dropped (see noteEarlyCancel).
-	early map[int64]time.Time
+	// renewal can report one before dispatch registers the job. earlyOrder
+	// lists the same notes oldest first, so that the ones older than a
+	// lease are dropped in amortized constant time (see noteEarlyCancel).
+	// Guarded by mu.
+	early      map[int64]time.Time
+	earlyOrder []earlyNote
 }
 
 // WorkerStats counts what a worker did.
@@ -120,7 +124,9 @@ type WorkerStats struct {
 	// interval or longer) renews the leases it got, which count from
 	// before the call, and drops the jobs that lease recovery (this
 	// worker's or another node's) has taken back by then, or all of them
-	// when the renewal fails after the lease has run out.
+	// when the renewal fails after the lease has run out; and a job still
+	// waiting to start (for its queue's rate limit) whose lease a
+	// heartbeat reported lost, or ran out while heartbeats failed.
 	LostBeforeStart int
 	StoreErrs       int
 	// Refused counts outcomes the store refused for their data (not for
@@ -134,10 +140,19 @@ type WorkerStats struct {
 	MaintenancePasses, Recovered, ExpiredWaiting, Deleted int
 }
 
+// earlyNote is an entry of Worker.earlyOrder.
+type earlyNote struct {
+	id int64
+	at time.Time
+}
+
 type heldJob struct {
 	job    *Job
 	q      *queueRunner
 	cancel context.CancelCauseFunc // nil until the handler starts
+	// stopWait, while dispatch waits for the queue's rate limiter before
+	// starting the job, ends that wait; stop calls it.
+	stopWait context.CancelFunc
 	// pending is a cancellation that came before the handler started
 	// (errCancelRequested or errLeaseLost); runFunc applies it at start
 	// and does not call the handler.
@@ -160,6 +175,9 @@ func (h *heldJob) stop(cause error) {
 	if h.pending == nil || errors.Is(cause, errLeaseLost) {
 		h.pending = cause
 	}
+	if h.stopWait != nil { // it need not wait for a start it will not make
+		h.stopWait()
+	}
 }
 
 // noteEarlyCancel records a cancellation request for job id, which this
@@ -168,11 +186,17 @@ func (h *heldJob) stop(cause error) {
 // lease (no fetch takes that long and still runs its jobs; see
 // renewFetched) are dropped here. The caller holds mu.
 func (w *Worker) noteEarlyCancel(id int64, now time.Time) {
-	for k, at := range w.early {
-		if now.Sub(at) > w.cfg.Lease {
-			delete(w.early, k)
+	drop := 0
+	for _, n := range w.earlyOrder {
+		if now.Sub(n.at) <= w.cfg.Lease {
+			break
 		}
+		if at, ok := w.early[n.id]; ok && at.Equal(n.at) {
+			delete(w.early, n.id)
+		}
+		drop++
 	}
+	w.earlyOrder = append(w.earlyOrder[drop:], earlyNote{id, now})
 	w.early[id] = now
 }
 
@@ -626,7 +650,7 @@ func (w *Worker) dispatch(q *queueRunner, jobs []*Job, lim *rate.Limiter, leaseF
 	}
 	w.mu.Unlock()
 	for i, j := range jobs {
-		if lim != nil && lim.Wait(w.fetchCtx) != nil {
+		if lim != nil && !w.waitTurn(j, lim) {
 			for _, rest := range jobs[i:] {
 				w.finish(q, Outcome{Attempt: attemptOf(rest), Kind: Released})
 			}
@@ -636,6 +660,47 @@ func (w *Worker) dispatch(q *queueRunner, jobs []*Job, lim *rate.Limiter, leaseF
 			w.finish(q, Outcome{Attempt: attemptOf(j), Kind: Released})
 		}
 	}
+}
+
+// waitTurn waits for the rate limiter's permission to start job j. A job
+// that is stopped meanwhile (see heldJob.stop), or whose deadline passes,
+// does not wait longer, nor use the limiter's token: it goes to its start
+// at once, which ends it. It reports false when fetching stopped.
+func (w *Worker) waitTurn(j *Job, lim *rate.Limiter) bool {
+	ctx, cancel := context.WithCancel(w.fetchCtx)
+	defer cancel()
+	if !j.Deadline.IsZero() {
+		var c context.CancelFunc
+		ctx, c = context.WithDeadline(ctx, j.Deadline)
+		defer c()
+	}
+	w.mu.Lock()
+	h := w.held[j.ID]
+	stopped := h == nil || h.pending != nil
+	if !stopped {
+		h.stopWait = cancel
+	}
+	w.mu.Unlock()
+	if stopped {
+		return true
+	}
+	err := lim.Wait(ctx)
+	if err != nil && ctx.Err() == nil {
+		// The limiter answers at once when the turn would come after the
+		// deadline: the job cannot start in time, so it waits for the
+		// deadline (or a stop) and then ends at its start. Released
+		// instead, it would be fetched again at once, over and over.
+		<-ctx.Done()
+	}
+	w.mu.Lock()
+	h.stopWait = nil
+	w.mu.Unlock()
+	if err == nil {
+		return true
+	}
+	// The wait ended early: fetching stopped, or stop or the deadline
+	// ended it (the job then goes to its start, which ends it).
+	return w.fetchCtx.Err() == nil && ctx.Err() != nil
 }
 
 func attemptOf(j *Job) Attempt { return Attempt{ID: j.ID, Attempt: j.Attempt} }
@@ -688,9 +753,12 @@ func (w *Worker) runFunc(q *queueRunner, j *Job) func(context.Context) error {
 			w.forget(q, j.ID)
 			return nil
 		}
+		if !started && o.Kind == Expired {
+			o.Reason, o.Error = "deadline passed before the job could run", ""
+		}
 		run := time.Since(start)
 		w.logAttempt(j, o, run)
-		if w.cfg.OnAttempt != nil {
+		if w.cfg.OnAttempt != nil && started {
 			w.cfg.OnAttempt(j, o, run)
 		}
 		w.finish(q, o)
@@ -1095,6 +1163,11 @@ func (w *Worker) beat(ctx context.Context, due time.Time) error {
 	for id := range sent {
 		if h := current(id); h != nil {
 			h.until = until
+			if h.cancel == nil && errors.Is(h.pending, errLeaseLost) {
+				// Renewed after all (an earlier heartbeat failed): the job
+				// has not started, so it still may.
+				h.pending = nil
+			}
 		}
 	}
 	for _, id := range cancel {

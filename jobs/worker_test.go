@@ -1086,12 +1086,12 @@ func (c *calledSet) has(id int64) bool {
 }
 
 // rateLimitedPair enqueues two jobs in a queue that starts one job every
-// 2s: the second is fetched at once and waits about 2s for the rate
-// limiter, held but not started. Its handler records the call and blocks
-// until its context ends.
+// 20s: the second is fetched at once and waits for the rate limiter, held
+// but not started. Its handler records the call and blocks until its
+// context ends.
 func rateLimitedPair(t *testing.T, c *jobs.Client, reg *jobs.Registry, called *calledSet) (first, second *jobs.Job) {
 	t.Helper()
-	if _, err := c.PutQueue(context.Background(), jobs.QueueConfig{Name: "slow", RateLimit: 0.5, RateBurst: 1}); err != nil {
+	if _, err := c.PutQueue(context.Background(), jobs.QueueConfig{Name: "slow", RateLimit: 0.05, RateBurst: 1}); err != nil {
 		t.Fatal(err)
 	}
 	reg.Handle("wait", jobs.HandlerFunc(func(ctx context.Context, j *jobs.Job) error {
@@ -1113,11 +1113,12 @@ func rateLimitedPair(t *testing.T, c *jobs.Client, reg *jobs.Registry, called *c
 }
 
 // A cancellation requested while a fetched job waits for its queue's rate
-// limit, before its handler starts, ends the job canceled when its turn
-// comes, without calling the handler. On SQLite the request reaches the
-// worker with a maintenance pass's heartbeat. (The worker used to drop a
-// request for a job whose handler had not started: the job then ran until
-// a later heartbeat, and a quick handler succeeded.)
+// limit, before its handler starts, ends the job canceled at once, without
+// waiting for its turn and without calling the handler. On SQLite the
+// request reaches the worker with a maintenance pass's heartbeat. (The
+// worker used to drop a request for a job whose handler had not started:
+// the job then ran until a later heartbeat, and a quick handler
+// succeeded.)
 func TestCancelWhileWaitingForRateLimit(t *testing.T) {
 	st := openStore(t)
 	c := jobs.NewClient(st, jobs.ClientConfig{})
@@ -1130,7 +1131,7 @@ func TestCancelWhileWaitingForRateLimit(t *testing.T) {
 	if _, err := c.Cancel(context.Background(), second.ID); err != nil {
 		t.Fatal(err)
 	}
-	j := waitState(t, c, second.ID, jobs.StateCanceled)
+	j := waitState(t, c, second.ID, jobs.StateCanceled) // well before its turn, 20s on
 	if called.has(second.ID) {
 		t.Errorf("the handler of job %d ran after its cancellation was requested (reason %q)", second.ID, j.Reason)
 	}
@@ -1189,8 +1190,8 @@ func notifyWorker(queues ...string) jobs.WorkerConfig {
 }
 
 // A cancellation notification for a job that waits for its queue's rate
-// limit is applied when the job's turn comes: canceled, handler not
-// called, long before the next heartbeat.
+// limit ends it at once: canceled, handler not called, long before the
+// next heartbeat or its turn.
 func TestCancelNotificationWhileWaitingForRateLimit(t *testing.T) {
 	st := &chanNotifyStore{fetchHookStore: fetchHookStore{Store: openStore(t)}, events: make(chan jobs.Notification)}
 	c := jobs.NewClient(st, jobs.ClientConfig{})
@@ -1217,12 +1218,15 @@ func TestCancelNotificationWhileWaitingForRateLimit(t *testing.T) {
 
 // A cancellation notification that arrives after a fetch claimed the job
 // but before the worker holds it (here: while the fetch call is still
-// returning) is kept and applied when the job is dispatched.
+// returning) is kept and applied when the job is dispatched: the job ends
+// canceled without its handler running.
 func TestCancelNotificationBeforeDispatch(t *testing.T) {
 	st := &chanNotifyStore{fetchHookStore: fetchHookStore{Store: openStore(t)}, events: make(chan jobs.Notification)}
 	c := jobs.NewClient(st, jobs.ClientConfig{})
 	reg := jobs.NewRegistry()
-	reg.Handle("wait", jobs.HandlerFunc(func(ctx context.Context, _ *jobs.Job) error {
+	var called calledSet
+	reg.Handle("wait", jobs.HandlerFunc(func(ctx context.Context, j *jobs.Job) error {
+		called.add(j.ID)
 		<-ctx.Done()
 		return ctx.Err()
 	}))
@@ -1233,7 +1237,12 @@ func TestCancelNotificationBeforeDispatch(t *testing.T) {
 			if _, err := c.Cancel(context.Background(), j.ID); err != nil {
 				t.Error(err)
 			}
+			// The relay hands on one notification at a time: once the
+			// third send returns, the worker has received the second, so
+			// it has done with the cancellation before this fetch returns.
 			st.events <- jobs.Notification{CancelID: j.ID}
+			st.events <- jobs.Notification{}
+			st.events <- jobs.Notification{}
 		})
 	}
 	cfg := notifyWorker()
@@ -1242,6 +1251,9 @@ func TestCancelNotificationBeforeDispatch(t *testing.T) {
 	waitState(t, c, j.ID, jobs.StateCanceled)
 	if d := time.Since(begin); d >= cfg.HeartbeatInterval/2 {
 		t.Errorf("the cancellation took %v; the early notification was lost", d)
+	}
+	if called.has(j.ID) {
+		t.Errorf("the handler ran after the cancellation was requested")
 	}
 }
 
@@ -1275,5 +1287,39 @@ func TestCancelDuringSlowFetch(t *testing.T) {
 	waitState(t, c, j.ID, jobs.StateCanceled)
 	if called.has(j.ID) {
 		t.Errorf("the handler ran after the cancellation was requested")
+	}
+}
+
+// A job whose deadline passes while it waits for its queue's rate limit
+// ends expired at its deadline, without its handler running and without
+// taking the limiter's token.
+func TestDeadlinePassesWhileWaitingForRateLimit(t *testing.T) {
+	st := openStore(t)
+	c := jobs.NewClient(st, jobs.ClientConfig{})
+	reg := jobs.NewRegistry()
+	var called calledSet
+	reg.Handle("wait", jobs.HandlerFunc(func(ctx context.Context, j *jobs.Job) error {
+		called.add(j.ID)
+		return nil
+	}))
+	if _, err := c.PutQueue(context.Background(), jobs.QueueConfig{Name: "slow", RateLimit: 0.05, RateBurst: 1}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := c.EnqueueMany(context.Background(), "slow", []jobs.NewJob{
+		{Kind: "wait"},
+		{Kind: "wait", Deadline: time.Now().Add(500 * time.Millisecond)},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	startWorker(t, st, reg, fastWorker("slow"))
+	j := waitState(t, c, res[1].Job.ID, jobs.StateExpired) // its turn would come 20s on
+	if called.has(j.ID) {
+		t.Error("the handler ran after the deadline")
+	}
+	// Ended by the worker at its start (attempt 1), not released to
+	// waiting (attempt given back) for maintenance to expire.
+	if j.Reason != "deadline passed before the job could run" || j.Attempt != 1 {
+		t.Errorf("reason %q, attempt %d", j.Reason, j.Attempt)
 	}
 }

@@ -61,7 +61,7 @@ func newMetrics() *metrics {
 		running:         d("queue_running", "Running jobs per queue.", "queue"),
 		recorded:        d("jobs_recorded_total", "Attempt outcomes this node recorded, by kind (succeeded, retry, failed, canceled, released, expired).", "outcome"),
 		stale:           d("jobs_stale_outcomes_total", "Outcomes refused by fencing (the lease had been lost)."),
-		lostBeforeStart: d("jobs_lost_before_start_total", "Fetched jobs not run because their lease was lost before they started (a fetch slow enough that lease recovery took them back)."),
+		lostBeforeStart: d("jobs_lost_before_start_total", "Fetched jobs not run because their lease was lost before they started (a fetch slow enough that lease recovery took them back, or a lease lost while the job waited to start)."),
 		storeErrs:       d("store_errors_total", "Store calls of the worker that failed."),
 		expiredWaiting:  d("jobs_expired_waiting_total", "Waiting jobs this node's maintenance ended expired (deadline passed before they could run)."),
 		recovered:       d("jobs_recovered_total", "Running jobs whose lease expired, recovered by this node's maintenance."),
