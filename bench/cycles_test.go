@@ -136,8 +136,10 @@ type cycleStats struct {
 
 // cyclesOf splits task start times into cycles at gaps over 300 µs. A
 // full cycle is one with at least 3/4 of limit starts. The period is the
-// mean gap between consecutive cycles that are both full: a cycle split
-// into parts too small to count leaves no gap that spans two periods.
+// mean gap between consecutive cycles that are both full, leaving out
+// gaps over 1.5 times their median: a cycle split into parts too small to
+// count leaves no gap, and two bursts merged into one (a burst as long as
+// a cycle) leave one gap that spans two periods.
 func cyclesOf(starts []time.Duration, limit int) cycleStats {
 	slices.Sort(starts)
 	type cycle struct {
@@ -155,30 +157,32 @@ func cyclesOf(starts []time.Duration, limit int) cycleStats {
 	}
 	isFull := func(c cycle) bool { return c.n >= limit*3/4 }
 	out := cycleStats{n: len(cs)}
-	var widths []time.Duration
-	var gaps time.Duration
-	nGaps := 0
+	var widths, gaps []time.Duration
 	for i, c := range cs {
 		if !isFull(c) {
 			continue
 		}
 		widths = append(widths, c.last-c.first)
 		if i > 0 && isFull(cs[i-1]) {
-			gaps += c.first - cs[i-1].first
-			nGaps++
+			gaps = append(gaps, c.first-cs[i-1].first)
 		}
 	}
-	if nGaps > 0 {
-		out.period = float64(gaps.Microseconds()) / float64(nGaps)
+	if len(gaps) > 0 {
+		limit := median(gaps) * 3 / 2
+		var sum time.Duration
+		n := 0
+		for _, g := range gaps {
+			if g <= limit {
+				sum += g
+				n++
+			}
+		}
+		out.period = float64(sum.Microseconds()) / float64(n)
 	}
 	if len(widths) == 0 {
 		return out
 	}
-	slices.Sort(widths)
-	med := widths[len(widths)/2]
-	if len(widths)%2 == 0 {
-		med = (widths[len(widths)/2-1] + med) / 2
-	}
+	med := median(widths)
 	out.burst = float64(med.Microseconds())
 	for _, w := range widths {
 		if w > 2*med {
@@ -186,6 +190,17 @@ func cyclesOf(starts []time.Duration, limit int) cycleStats {
 		}
 	}
 	return out
+}
+
+// median returns the median of v (the mean of the middle two for an even
+// count), sorting v.
+func median(v []time.Duration) time.Duration {
+	slices.Sort(v)
+	m := v[len(v)/2]
+	if len(v)%2 == 0 {
+		m = (v[len(v)/2-1] + m) / 2
+	}
+	return m
 }
 
 // TestCyclesOf checks the cycle split on made-up start times.
@@ -218,6 +233,13 @@ func TestCyclesOf(t *testing.T) {
 		name:   "split cycle, even count",
 		starts: cat(cycle(0, 4, 3), cycle(1250, 4, 6), cycle(2500, 2, 10), cycle(2900, 2, 10), cycle(3750, 4, 10), cycle(5000, 4, 13)),
 		want:   cycleStats{n: 6, period: 1250, burst: 24, wide: 0},
+	}, {
+		// The bursts at 2,500 and 3,750 µs run into each other (a burst
+		// 1,250 µs long): one full cycle whose gap to the next spans two
+		// periods, left out of the mean.
+		name:   "merged bursts",
+		starts: cat(cycle(0, 4, 10), cycle(1250, 4, 10), cycle(2500, 6, 250), cycle(5000, 4, 10), cycle(6250, 4, 10)),
+		want:   cycleStats{n: 5, period: 1250, burst: 30, wide: 1},
 	}, {
 		name:   "unsorted input",
 		starts: cat(cycle(1250, 4, 10), cycle(0, 4, 10)),
