@@ -90,40 +90,23 @@ func stampDone()                     { stampWork(); taskWG.Done() }
 
 var stampTasks = taskSet{stampPlain, stampErr, stampCtx, stampDone}
 
-// runStamped runs one iteration of a workload of stamped io tasks on s,
-// like runPeer.
+// runStamped runs one iteration of a workload of stamped io tasks on s
+// (see runIteration).
 func runStamped(b *testing.B, s subject, users, perUser, limit int) stampedRun {
-	total := users * perUser
-	if len(stamps) != total {
+	if total := users * perUser; len(stamps) != total {
 		stamps = make([]time.Duration, total)
 	}
-	ran.Store(0)
 	stampNext.Store(0)
-	submitErr.Store(nil)
-	curSubject, curPerUser = s, perUser
+	var out stampedRun
 	stampBase = time.Now()
-	s.start(limit, stampTasks)
-	submitters.Add(users)
-	for range users {
-		go submitLoop()
-	}
-	submitters.Wait()
-	submitted := time.Since(stampBase)
-	var waits uint64
-	if sg, ok := s.(*sluiceGoSubject); ok {
-		waits = sg.p.Stats().Waited
-	}
-	stopErr := s.stop()
-	if p := submitErr.Load(); p != nil {
-		b.Fatalf("submit: %v", *p)
-	}
-	if stopErr != nil {
-		b.Fatalf("stop: %v", stopErr)
-	}
-	if got := ran.Load(); got != int64(total) {
-		b.Fatalf("%d tasks ran, want %d", got, total)
-	}
-	return stampedRun{starts: slices.Clone(stamps), submitted: submitted, waits: waits}
+	runIteration(b, s, users, perUser, limit, stampTasks, func() {
+		out.submitted = time.Since(stampBase)
+		if sg, ok := s.(*sluiceGoSubject); ok {
+			out.waits = sg.p.Stats().Waited
+		}
+	})
+	out.starts = slices.Clone(stamps)
+	return out
 }
 
 // cycleStats summarizes the cycles of one iteration's start times.

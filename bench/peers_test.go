@@ -312,32 +312,42 @@ func BenchmarkPeers(b *testing.B) {
 }
 
 func runPeer(b *testing.B, w workload, s subject) {
-	tasks := w.total()
 	b.ReportAllocs()
 	for b.Loop() {
-		ran.Store(0)
-		submitErr.Store(nil)
-		curSubject, curPerUser = s, w.perUser
-
-		s.start(w.limit, w.tasks)
-		submitters.Add(w.users)
-		for range w.users {
-			go submitLoop()
-		}
-		submitters.Wait()
-		stopErr := s.stop()
-
-		if p := submitErr.Load(); p != nil {
-			b.Fatalf("submit: %v", *p)
-		}
-		if stopErr != nil {
-			b.Fatalf("stop: %v", stopErr)
-		}
-		if got := ran.Load(); got != int64(tasks) {
-			b.Fatalf("%d tasks ran, want %d", got, tasks)
-		}
+		runIteration(b, s, w.users, w.perUser, w.limit, w.tasks, nil)
 	}
-	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*tasks), "ns/task")
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*w.total()), "ns/task")
+}
+
+// runIteration runs one iteration of a workload on s: it starts s, has
+// users submitters submit perUser tasks each, calls beforeStop (if set)
+// once every submitter has returned, stops s, and checks that exactly the
+// workload's tasks ran.
+func runIteration(b *testing.B, s subject, users, perUser, limit int, ts taskSet, beforeStop func()) {
+	ran.Store(0)
+	submitErr.Store(nil)
+	curSubject, curPerUser = s, perUser
+
+	s.start(limit, ts)
+	submitters.Add(users)
+	for range users {
+		go submitLoop()
+	}
+	submitters.Wait()
+	if beforeStop != nil {
+		beforeStop()
+	}
+	stopErr := s.stop()
+
+	if p := submitErr.Load(); p != nil {
+		b.Fatalf("submit: %v", *p)
+	}
+	if stopErr != nil {
+		b.Fatalf("stop: %v", stopErr)
+	}
+	if got := ran.Load(); got != int64(users*perUser) {
+		b.Fatalf("%d tasks ran, want %d", got, users*perUser)
+	}
 }
 
 // blockers hold a rejection benchmark's pool full: each takes one worker or
