@@ -33,3 +33,34 @@ func TestNoteEarlyCancelDropsOldNotes(t *testing.T) {
 		t.Fatalf("early %v, order %v: want notes 3, 4 and 5 only", w.early, w.earlyOrder)
 	}
 }
+
+// TestHeldJobStopAndRenewal: a lost lease outranks a requested
+// cancellation until a heartbeat renews the lease of a job that has not
+// started; then the lost lease is withdrawn and the request stays.
+func TestHeldJobStopAndRenewal(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		steps []error // stop causes; nil means a renewal
+		want  error
+	}{
+		{"lost, renewed", []error{errLeaseLost, nil}, nil},
+		{"canceled, lost, renewed", []error{errCancelRequested, errLeaseLost, nil}, errCancelRequested},
+		{"lost, canceled, renewed", []error{errLeaseLost, errCancelRequested, nil}, errCancelRequested},
+		{"canceled, renewed", []error{errCancelRequested, nil}, errCancelRequested},
+		{"lost, renewed, lost", []error{errLeaseLost, nil, errLeaseLost}, errLeaseLost},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := &heldJob{}
+			for _, cause := range tc.steps {
+				if cause == nil {
+					h.renewed()
+				} else {
+					h.stop(cause)
+				}
+			}
+			if h.pending != tc.want {
+				t.Fatalf("pending %v, want %v", h.pending, tc.want)
+			}
+		})
+	}
+}

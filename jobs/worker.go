@@ -155,8 +155,10 @@ type heldJob struct {
 	stopWait context.CancelFunc
 	// pending is a cancellation that came before the handler started
 	// (errCancelRequested or errLeaseLost); runFunc applies it at start
-	// and does not call the handler.
-	pending error
+	// and does not call the handler. cancelReq records that a
+	// cancellation was requested, even while a lost lease outranks it.
+	pending   error
+	cancelReq bool
 	// until is when the job's lease runs out as far as this worker knows:
 	// the fetch's (or its renewal's) time plus Lease, moved by each
 	// heartbeat that extends it.
@@ -172,11 +174,27 @@ func (h *heldJob) stop(cause error) {
 		h.cancel(cause)
 		return
 	}
+	if errors.Is(cause, errCancelRequested) {
+		h.cancelReq = true
+	}
 	if h.pending == nil || errors.Is(cause, errLeaseLost) {
 		h.pending = cause
 	}
 	if h.stopWait != nil { // it need not wait for a start it will not make
 		h.stopWait()
+	}
+}
+
+// renewed records that a heartbeat extended the job's lease. A lost lease
+// recorded for a job that has not started (an earlier heartbeat failed)
+// is withdrawn: the job still may start, unless its cancellation was
+// requested. The caller holds Worker.mu.
+func (h *heldJob) renewed() {
+	if h.cancel == nil && errors.Is(h.pending, errLeaseLost) {
+		h.pending = nil
+		if h.cancelReq {
+			h.pending = errCancelRequested
+		}
 	}
 }
 
@@ -685,7 +703,7 @@ func (w *Worker) waitTurn(j *Job, lim *rate.Limiter) bool {
 		return true
 	}
 	err := lim.Wait(ctx)
-	if err != nil && ctx.Err() == nil {
+	if _, hasDeadline := ctx.Deadline(); err != nil && ctx.Err() == nil && hasDeadline {
 		// The limiter answers at once when the turn would come after the
 		// deadline: the job cannot start in time, so it waits for the
 		// deadline (or a stop) and then ends at its start. Released
@@ -1163,11 +1181,7 @@ func (w *Worker) beat(ctx context.Context, due time.Time) error {
 	for id := range sent {
 		if h := current(id); h != nil {
 			h.until = until
-			if h.cancel == nil && errors.Is(h.pending, errLeaseLost) {
-				// Renewed after all (an earlier heartbeat failed): the job
-				// has not started, so it still may.
-				h.pending = nil
-			}
+			h.renewed()
 		}
 	}
 	for _, id := range cancel {

@@ -1190,8 +1190,8 @@ func notifyWorker(queues ...string) jobs.WorkerConfig {
 }
 
 // A cancellation notification for a job that waits for its queue's rate
-// limit ends it at once: canceled, handler not called, long before the
-// next heartbeat or its turn.
+// limit ends it at once: canceled, handler not called (nor OnAttempt),
+// long before the next heartbeat or its turn.
 func TestCancelNotificationWhileWaitingForRateLimit(t *testing.T) {
 	st := &chanNotifyStore{fetchHookStore: fetchHookStore{Store: openStore(t)}, events: make(chan jobs.Notification)}
 	c := jobs.NewClient(st, jobs.ClientConfig{})
@@ -1199,6 +1199,8 @@ func TestCancelNotificationWhileWaitingForRateLimit(t *testing.T) {
 	var called calledSet
 	first, second := rateLimitedPair(t, c, reg, &called)
 	cfg := notifyWorker("slow")
+	var attempted calledSet
+	cfg.OnAttempt = func(j *jobs.Job, _ jobs.Outcome, _ time.Duration) { attempted.add(j.ID) }
 	startWorker(t, st, reg, cfg)
 	waitState(t, c, first.ID, jobs.StateSucceeded)
 	waitState(t, c, second.ID, jobs.StateRunning)
@@ -1213,6 +1215,9 @@ func TestCancelNotificationWhileWaitingForRateLimit(t *testing.T) {
 	}
 	if called.has(second.ID) {
 		t.Errorf("the handler of job %d ran after its cancellation was requested", second.ID)
+	}
+	if !attempted.has(first.ID) || attempted.has(second.ID) {
+		t.Errorf("OnAttempt for the job that ran: %v, for the one that never started: %v", attempted.has(first.ID), attempted.has(second.ID))
 	}
 }
 
@@ -1291,8 +1296,7 @@ func TestCancelDuringSlowFetch(t *testing.T) {
 }
 
 // A job whose deadline passes while it waits for its queue's rate limit
-// ends expired at its deadline, without its handler running and without
-// taking the limiter's token.
+// ends expired at its deadline, without its handler running.
 func TestDeadlinePassesWhileWaitingForRateLimit(t *testing.T) {
 	st := openStore(t)
 	c := jobs.NewClient(st, jobs.ClientConfig{})
@@ -1307,7 +1311,7 @@ func TestDeadlinePassesWhileWaitingForRateLimit(t *testing.T) {
 	}
 	res, err := c.EnqueueMany(context.Background(), "slow", []jobs.NewJob{
 		{Kind: "wait"},
-		{Kind: "wait", Deadline: time.Now().Add(500 * time.Millisecond)},
+		{Kind: "wait", Deadline: time.Now().Add(2 * time.Second)},
 	})
 	if err != nil {
 		t.Fatal(err)
