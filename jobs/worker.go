@@ -661,7 +661,7 @@ func (w *Worker) dispatch(q *queueRunner, jobs []*Job, lim *rate.Limiter, leaseF
 		h := &heldJob{job: j, q: q, until: until}
 		if _, ok := w.early[j.ID]; ok {
 			delete(w.early, j.ID)
-			h.pending = errCancelRequested
+			h.stop(errCancelRequested)
 		}
 		w.held[j.ID] = h
 		q.active++
