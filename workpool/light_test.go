@@ -1047,6 +1047,48 @@ func TestWaitAdmitsAtHalf(t *testing.T) {
 	})
 }
 
+// TestWaitersNotOvertakenByOtherPolicies: while submitters wait, a
+// submitter of another policy that finds a free slot admits them first;
+// it takes what they leave, or applies its policy. (A stream of Reject
+// submitters used to keep the waiters out for as long as it kept the
+// queue above half.)
+func TestWaitersNotOvertakenByOtherPolicies(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const size = 4
+		p := New(Config{Workers: 1, QueueSize: size, Policy: Wait})
+		g := occupyLight(t, p)
+		var rec recorder
+		first := newGate()
+		mustGo(t, p, Options{}, first.task)
+		for i := 1; i < size; i++ {
+			mustGo(t, p, Options{}, rec.task(fmt.Sprintf("q%d", i)))
+		}
+		errc := make(chan error, 1)
+		go func() { errc <- p.Go(context.Background(), rec.task("waiter")) }()
+		synctest.Wait()
+		close(g.release)
+		<-first.started // one slot free, three queued: above half, the waiter stays parked
+		synctest.Wait()
+		if s := p.Stats(); s.Waiting != 1 || s.TotalQueued() != size-1 {
+			t.Fatalf("stats %+v", s)
+		}
+		// A Reject submitter finds the free slot: it goes to the waiter,
+		// and the Reject submitter is refused.
+		err := p.GoOpts(context.Background(), Options{Policy: Reject}, rec.task("reject"))
+		if !errors.Is(err, ErrQueueFull) {
+			t.Fatalf("Reject submitter: %v, want ErrQueueFull", err)
+		}
+		if err := <-errc; err != nil {
+			t.Fatalf("waiter: %v", err)
+		}
+		close(first.release)
+		closeNow(t, p)
+		if got, want := rec.got(), []string{"q1", "q2", "q3", "waiter"}; !slices.Equal(got, want) {
+			t.Fatalf("ran %v, want %v", got, want)
+		}
+	})
+}
+
 // TestSetQueueSizeAdmitsAtOnce: raising the bound admits parked submitters
 // into the new slots at once, however full the queue still is, one per
 // new slot, in FIFO order.

@@ -219,8 +219,14 @@ func (p *Pool) submit(ctx context.Context, o Options, fn func(context.Context) e
 	if policy == PolicyDefault {
 		policy = p.policy
 	}
-	// A Wait submitter does not overtake those already waiting.
-	if p.queued < p.queueSize && (policy != Wait || p.pending.n == 0) {
+	// Nobody overtakes the submitters already waiting: a free slot goes to
+	// them first, whatever this submitter's policy. (A Wait submitter
+	// leaves them their batch, see admitPendingLocked; another takes what
+	// they leave, or applies its policy.)
+	if p.pending.n > 0 && policy != Wait && p.queued < p.queueSize {
+		p.admitAllLocked(nil)
+	}
+	if p.queued < p.queueSize && p.pending.n == 0 {
 		p.enqueueLocked(e)
 		p.mu.Unlock()
 		return e.t, nil
