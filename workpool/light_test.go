@@ -1089,6 +1089,73 @@ func TestWaitersNotOvertakenByOtherPolicies(t *testing.T) {
 	})
 }
 
+// TestRejectAdmitsWaitersBeforeItsHook: with hooks (heavy tasks), a Reject
+// submitter refused after admitting a waiter wakes the waiter before its
+// OnReject hook runs, which may be slow or never return; a ShedLowest
+// submitter that finds a free slot takes it and sheds nothing.
+func TestRejectAdmitsWaitersBeforeItsHook(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		hookEntered, hookRelease := make(chan struct{}), make(chan struct{})
+		p := New(Config{Workers: 1, QueueSize: 4, Policy: Wait, Hooks: Hooks{OnReject: func(ev Event) {
+			if ev.Tag == "reject" {
+				close(hookEntered)
+				<-hookRelease
+			}
+		}}})
+		g := occupy(t, p)
+		queued := make([]*gate, 4)
+		for i := range queued {
+			queued[i] = newGate()
+			mustSubmit(t, p, Options{}, queued[i].task)
+		}
+		admitted := make(chan error, 1)
+		go func() {
+			_, err := p.Submit(context.Background(), nop)
+			admitted <- err
+		}()
+		synctest.Wait()
+		close(g.release)
+		<-queued[0].started // one slot free, three queued: the waiter stays parked
+		synctest.Wait()
+		// ShedLowest takes the free slot; nothing is shed, the waiter waits.
+		if _, err := p.SubmitOpts(context.Background(), Options{Policy: ShedLowest}, nop); err != nil {
+			t.Fatalf("ShedLowest with a free slot: %v", err)
+		}
+		if s := p.Stats(); s.Waiting != 1 || s.Shed != 0 || s.TotalQueued() != 4 {
+			t.Fatalf("after ShedLowest: stats %+v", s)
+		}
+		close(queued[0].release)
+		<-queued[1].started // a slot free again
+		synctest.Wait()
+		refused := make(chan error, 1)
+		go func() {
+			_, err := p.SubmitOpts(context.Background(), Options{Policy: Reject, Tag: "reject"}, nop)
+			refused <- err
+		}()
+		<-hookEntered
+		synctest.Wait()
+		select {
+		case err := <-admitted:
+			if err != nil {
+				t.Fatalf("waiter: %v", err)
+			}
+		default:
+			t.Fatal("the admitted waiter was still blocked while the Reject submitter's hook ran")
+		}
+		close(hookRelease)
+		if err := <-refused; !errors.Is(err, ErrQueueFull) {
+			t.Fatalf("Reject submitter: %v, want ErrQueueFull", err)
+		}
+		for _, q := range queued[1:] {
+			close(q.release)
+		}
+		closeNow(t, p)
+		if s := checkBalance(t, p); s.Completed != 7 || s.Shed != 0 || s.Rejected[ReasonQueueFull] != 1 {
+			t.Fatalf("stats %+v", s)
+		}
+	})
+}
+
 // TestSetQueueSizeAdmitsAtOnce: raising the bound admits parked submitters
 // into the new slots at once, however full the queue still is, one per
 // new slot, in FIFO order.

@@ -219,17 +219,30 @@ func (p *Pool) submit(ctx context.Context, o Options, fn func(context.Context) e
 	if policy == PolicyDefault {
 		policy = p.policy
 	}
-	// Nobody overtakes the submitters already waiting: a free slot goes to
-	// them first, whatever this submitter's policy. (A Wait submitter
-	// leaves them their batch, see admitPendingLocked; another takes what
-	// they leave, or applies its policy.)
-	if p.pending.n > 0 && policy != Wait && p.queued < p.queueSize {
-		p.admitAllLocked(nil)
+	// A Wait or Reject submitter does not overtake the submitters already
+	// waiting. A Wait one waits behind them (they are admitted in batches,
+	// see admitPendingLocked); a Reject one admits them into the free slots
+	// first, then takes what they leave or is refused. (A ShedLowest one
+	// may take a free slot: priority, not arrival, orders it, and admitting
+	// a waiter only to shed its task would lose it.)
+	var wake []*waiter
+	if p.pending.n > 0 && policy == Reject && p.queued < p.queueSize {
+		p.admitAllLocked(&wake)
 	}
-	if p.queued < p.queueSize && p.pending.n == 0 {
+	if p.queued < p.queueSize && (policy != Wait || p.pending.n == 0) {
 		p.enqueueLocked(e)
 		p.mu.Unlock()
+		wakeAll(wake)
 		return e.t, nil
+	}
+	if len(wake) > 0 { // refused after admitting the waiters: wake them before any hook
+		err := p.refuseLocked(ReasonQueueFull, nil)
+		p.mu.Unlock()
+		wakeAll(wake)
+		if e.t != nil {
+			p.refused(e.t, err)
+		}
+		return nil, err
 	}
 	switch policy {
 	case Wait:
@@ -481,8 +494,7 @@ func (p *Pool) putWaiter(w *waiter) {
 // blocked on a full queue then wakes once per half queue instead of once per
 // task, which keeps it from trading places with a worker on every task.
 // (An eighth woke a thousand blocked producers less often, but left a
-// single slow one half the headroom, and let submitters of other policies
-// hold the waiters off longer; see docs/benchmarks.md.)
+// single slow one half the headroom; see docs/benchmarks.md.)
 //
 // The admitted submitters are woken as admitLocked says.
 func (p *Pool) admitPendingLocked(wake *[]*waiter) (admitted bool) {

@@ -51,11 +51,11 @@ const (
 	// MaxWait passes; then it refuses with ErrQueueFull. Waiting submitters
 	// are admitted in FIFO order once the queue has drained to half its size
 	// (or, with no queue, as soon as a worker is free), so a blocked
-	// producer wakes once per half queue rather than once per task. No
-	// submitter overtakes them: one of another policy that finds a free
-	// slot while they wait admits them into it first. Waiting allocates
-	// nothing (the pool recycles its wait records) beyond a timer when a
-	// MaxWait applies.
+	// producer wakes once per half queue rather than once per task. A
+	// submitter of the Reject policy that finds a free slot while they wait
+	// admits them into it first (ShedLowest, ordered by priority, may take
+	// it). Waiting allocates nothing (the pool recycles its wait records)
+	// beyond a timer when a MaxWait applies.
 	Wait
 	// ShedLowest evicts the newest queued task of the lowest priority class
 	// if that class is lower than the new task's; the evicted task resolves
