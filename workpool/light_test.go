@@ -803,11 +803,7 @@ func TestLightRingChurn(t *testing.T) {
 func TestLightSetWorkersStartsQueued(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		p := New(Config{Workers: 1, QueueSize: 10})
-		gates := make([]*gate, 4)
-		for i := range gates {
-			gates[i] = newGate()
-			mustGo(t, p, Options{}, gates[i].task)
-		}
+		gates := submitGates(t, p, 4, true)
 		synctest.Wait()
 		if light, _ := queuedKinds(p); light[PriorityNormal.class()] != 3 {
 			t.Fatalf("light entries %v", light)
@@ -1012,11 +1008,7 @@ func TestWaitAdmitsAtHalf(t *testing.T) {
 		const size = 8
 		p := New(Config{Workers: 1, QueueSize: size, Policy: Wait})
 		g := occupyLight(t, p)
-		gates := make([]*gate, size)
-		for i := range gates {
-			gates[i] = newGate()
-			mustGo(t, p, Options{}, gates[i].task)
-		}
+		gates := submitGates(t, p, size, true)
 		errc := make(chan error, 1)
 		go func() { errc <- p.Go(context.Background(), nop) }()
 		synctest.Wait()
@@ -1047,11 +1039,10 @@ func TestWaitAdmitsAtHalf(t *testing.T) {
 	})
 }
 
-// TestWaitersNotOvertakenByOtherPolicies: while submitters wait, a
-// submitter of another policy that finds a free slot admits them first;
-// it takes what they leave, or applies its policy. (A stream of Reject
-// submitters used to keep the waiters out for as long as it kept the
-// queue above half.)
+// TestWaitersNotOvertakenByOtherPolicies: while submitters wait, a Reject
+// submitter that finds a free slot admits them first; it takes what they
+// leave, or is refused. (A stream of Reject submitters used to keep the
+// waiters out for as long as it kept the queue above half.)
 func TestWaitersNotOvertakenByOtherPolicies(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		const size = 4
@@ -1103,11 +1094,7 @@ func TestRejectAdmitsWaitersBeforeItsHook(t *testing.T) {
 			}
 		}}})
 		g := occupy(t, p)
-		queued := make([]*gate, 4)
-		for i := range queued {
-			queued[i] = newGate()
-			mustSubmit(t, p, Options{}, queued[i].task)
-		}
+		queued := submitGates(t, p, 4, false)
 		admitted := make(chan error, 1)
 		go func() {
 			_, err := p.Submit(context.Background(), nop)

@@ -497,23 +497,21 @@ func (p *Pool) putWaiter(w *waiter) {
 // single slow one half the headroom; see docs/benchmarks.md.)
 //
 // The admitted submitters are woken as admitLocked says.
-func (p *Pool) admitPendingLocked(wake *[]*waiter) (admitted bool) {
+func (p *Pool) admitPendingLocked(wake *[]*waiter) {
 	if p.pending.n == 0 || p.queued > p.queueSize/2 {
-		return false
+		return
 	}
-	return p.admitAllLocked(wake)
+	p.admitAllLocked(wake)
 }
 
 // admitAllLocked moves waiting submitters into free queue slots, in FIFO
 // order, whatever the queue's level.
-func (p *Pool) admitAllLocked(wake *[]*waiter) (admitted bool) {
+func (p *Pool) admitAllLocked(wake *[]*waiter) {
 	for p.pending.n > 0 && p.queued < p.queueSize {
 		w := p.pending.popFront()
 		p.enqueueLocked(w.e)
 		admitLocked(w, wake)
-		admitted = true
 	}
-	return admitted
 }
 
 // expire drops a queued task whose context ended or whose queue-wait bound

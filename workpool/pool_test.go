@@ -49,6 +49,22 @@ func occupy(t *testing.T, p *Pool) *gate {
 	return g
 }
 
+// submitGates queues n gated tasks: with Go when light is set (light
+// tasks, where the pool allows them), else with Submit.
+func submitGates(t *testing.T, p *Pool, n int, light bool) []*gate {
+	t.Helper()
+	gates := make([]*gate, n)
+	for i := range gates {
+		gates[i] = newGate()
+		if light {
+			mustGo(t, p, Options{}, gates[i].task)
+		} else {
+			mustSubmit(t, p, Options{}, gates[i].task)
+		}
+	}
+	return gates
+}
+
 func (g *gate) task(ctx context.Context) error {
 	close(g.started)
 	select {
@@ -716,11 +732,7 @@ func TestRetryAfterFollowsDrainRate(t *testing.T) {
 func TestSetWorkersAndQueueSize(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		p := New(Config{Workers: 1, QueueSize: 10})
-		gates := make([]*gate, 4)
-		for i := range gates {
-			gates[i] = newGate()
-			mustSubmit(t, p, Options{}, gates[i].task)
-		}
+		gates := submitGates(t, p, 4, false)
 		synctest.Wait()
 		if s := p.Stats(); s.Running != 1 || s.TotalQueued() != 3 {
 			t.Fatalf("stats %+v", s)
