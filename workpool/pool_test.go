@@ -694,6 +694,11 @@ func TestRetryAfterFollowsDrainRate(t *testing.T) {
 		p := New(Config{Workers: 1, QueueSize: 10})
 		work := func(context.Context) error { time.Sleep(100 * time.Millisecond); return nil }
 		var last *RejectError
+		// Completions and this submitter's samples fall on the same fake
+		// instants; synctest.Wait after each sleep lets every worker woken
+		// at that instant finish first, so the drain-rate windows (and the
+		// estimate) do not depend on the order goroutines run in, and the
+		// bounds can be tight.
 		for range 100 { // keep the queue full for 5 seconds
 			for {
 				_, err := p.Submit(context.Background(), work)
@@ -706,8 +711,9 @@ func TestRetryAfterFollowsDrainRate(t *testing.T) {
 				break
 			}
 			time.Sleep(50 * time.Millisecond)
+			synctest.Wait()
 		}
-		if last.RetryAfter < 900*time.Millisecond || last.RetryAfter > 1300*time.Millisecond {
+		if last.RetryAfter < 1000*time.Millisecond || last.RetryAfter > 1200*time.Millisecond {
 			t.Fatalf("RetryAfter = %v, want about 1.1s", last.RetryAfter)
 		}
 		p.SetWorkers(10) // drain rate rises tenfold
@@ -721,8 +727,9 @@ func TestRetryAfterFollowsDrainRate(t *testing.T) {
 				break
 			}
 			time.Sleep(50 * time.Millisecond)
+			synctest.Wait()
 		}
-		if last.RetryAfter < 90*time.Millisecond || last.RetryAfter > 200*time.Millisecond {
+		if last.RetryAfter < 100*time.Millisecond || last.RetryAfter > 120*time.Millisecond {
 			t.Fatalf("after SetWorkers(10) RetryAfter = %v, want about 110ms", last.RetryAfter)
 		}
 		closeNow(t, p)
