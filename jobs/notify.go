@@ -19,6 +19,19 @@ type Notifier interface {
 	Listen(ctx context.Context) (<-chan Notification, error)
 }
 
+// Lookahead is implemented by stores that can tell when a queue's next
+// scheduled job comes due. A worker whose store has it sleeps after an
+// empty fetch no longer than until then, so a job scheduled for later (a
+// RunAt in the future, or a retry's backoff) starts at most PollInterval
+// after its RunAt, instead of up to MaxPollInterval.
+type Lookahead interface {
+	// NextDue returns the earliest RunAt after now among the waiting jobs
+	// of queue that a Fetch at that time could claim (so not when the
+	// queue is paused, nor for a job whose Deadline is at or before its
+	// RunAt), and false when there is none.
+	NextDue(ctx context.Context, now time.Time, queue string) (time.Time, bool, error)
+}
+
 // Notification is one event from a Notifier.
 type Notification struct {
 	// Queue is set when jobs became available in it.

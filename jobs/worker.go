@@ -32,8 +32,11 @@ type WorkerConfig struct {
 	// FetchBatch bounds the jobs claimed per fetch. Zero means 500.
 	FetchBatch int
 	// PollInterval is the first wait after an empty fetch; it doubles up
-	// to MaxPollInterval while the queue stays empty. Zeros mean 10ms and
-	// 500ms.
+	// to MaxPollInterval while the queue stays empty. On a store that
+	// implements Lookahead (both of Sluice's do), a later wait also ends
+	// when the queue's next scheduled job (RunAt, or a retry's backoff)
+	// comes due, so such a job starts at most PollInterval late. Zeros
+	// mean 10ms and 500ms.
 	PollInterval, MaxPollInterval time.Duration
 	// MaintenanceInterval: how often lease recovery, deadline expiry,
 	// retention and queue configuration reload run. Zero means 1s.
@@ -551,7 +554,7 @@ func (w *Worker) fetchLoop(q *queueRunner) {
 		}
 		errWait = w.cfg.PollInterval
 		if len(jobs) == 0 {
-			t := time.NewTimer(idle)
+			t := time.NewTimer(w.idleWait(q, idle, now))
 			select {
 			case <-t.C:
 			case <-q.wake:
@@ -564,6 +567,37 @@ func (w *Worker) fetchLoop(q *queueRunner) {
 		idle = w.cfg.PollInterval
 		w.dispatch(q, jobs, lim, leaseFrom)
 	}
+}
+
+// idleWait is how long fetchLoop waits after an empty fetch at now: idle,
+// or less if the store says (Lookahead) that a scheduled job of q comes due
+// sooner. The first wait after work (idle = PollInterval) asks nothing, so
+// that a busy queue that runs dry for a moment costs no extra call; a job
+// due then is found by the next fetch, at most PollInterval late.
+func (w *Worker) idleWait(q *queueRunner, idle time.Duration, now time.Time) time.Duration {
+	la, ok := w.store.(Lookahead)
+	if !ok || idle <= w.cfg.PollInterval {
+		return idle
+	}
+	type due struct {
+		at    time.Time
+		found bool
+	}
+	d, err := call(w.fetchCtx, w.cfg.CallTimeout, func(ctx context.Context) (due, error) {
+		at, found, err := la.NextDue(ctx, now, q.name)
+		return due{at, found}, err
+	})
+	if err != nil {
+		if w.fetchCtx.Err() == nil {
+			w.countStoreErr()
+			w.log.Warn("jobs: looking up the next scheduled job failed", "queue", q.name, "err", err)
+		}
+		return idle
+	}
+	if !d.found {
+		return idle
+	}
+	return min(idle, max(d.at.Sub(w.cfg.Now()), 0))
 }
 
 // renewAfter is how long a fetch may take before renewFetched renews the

@@ -1327,3 +1327,49 @@ func TestDeadlinePassesWhileWaitingForRateLimit(t *testing.T) {
 		t.Errorf("reason %q, attempt %d", j.Reason, j.Attempt)
 	}
 }
+
+// A job scheduled for later, and a retry's backoff, start when they come
+// due, not at the fetch loop's next poll: with these poll intervals a loop
+// that only polled would find a job due 1.6s after it went idle at about
+// 3.15s (polls at 0, 50, 150, 350, 750, 1550, 3150ms), 1.55s late. The
+// store (jobs.Lookahead) tells the loop when to look.
+func TestScheduledJobsStartOnTime(t *testing.T) {
+	const delay, late = 1600 * time.Millisecond, 750 * time.Millisecond
+	cfg := fastWorker()
+	cfg.PollInterval, cfg.MaxPollInterval = 50*time.Millisecond, 5*time.Second
+	t.Run("RunAt", func(t *testing.T) {
+		st := openStore(t)
+		c := jobs.NewClient(st, jobs.ClientConfig{})
+		started := make(chan time.Time, 1)
+		reg := jobs.NewRegistry()
+		reg.Handle("k", jobs.HandlerFunc(func(context.Context, *jobs.Job) error { started <- time.Now(); return nil }))
+		runAt := time.Now().Add(delay)
+		enqueue(t, c, jobs.NewJob{Kind: "k", RunAt: runAt})
+		startWorker(t, st, reg, cfg)
+		got := <-started
+		if d := got.Sub(runAt); d < 0 || d > late {
+			t.Errorf("job started %v after its RunAt, want 0 to %v", d, late)
+		}
+	})
+	t.Run("Retry", func(t *testing.T) {
+		st := openStore(t)
+		c := jobs.NewClient(st, jobs.ClientConfig{})
+		started := make(chan time.Time, 2)
+		reg := jobs.NewRegistry()
+		reg.Handle("k", jobs.HandlerFunc(func(_ context.Context, j *jobs.Job) error {
+			started <- time.Now()
+			if j.Attempt == 1 {
+				return retryLater{delay}
+			}
+			return nil
+		}))
+		startWorker(t, st, reg, cfg)
+		j := enqueue(t, c, jobs.NewJob{Kind: "k", MaxAttempts: 2, BackoffMin: time.Millisecond, BackoffMax: time.Hour})
+		first := <-started
+		second := <-started
+		if d := second.Sub(first); d < delay || d > delay+late {
+			t.Errorf("retry started %v after the first attempt, want %v to %v", d, delay, delay+late)
+		}
+		waitState(t, c, j.ID, jobs.StateSucceeded)
+	})
+}

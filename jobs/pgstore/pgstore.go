@@ -1,8 +1,8 @@
 // Package pgstore is the jobs.Store on PostgreSQL (through
 // github.com/jackc/pgx/v5 and its pgxpool), for several `sluice serve`
 // nodes sharing one database. It passes the conformance suite of
-// jobs/storetest, and it also implements jobs.Notifier (LISTEN/NOTIFY) and
-// jobs.Elector (a leader row).
+// jobs/storetest, and it also implements jobs.Notifier (LISTEN/NOTIFY),
+// jobs.Elector (a leader row) and jobs.Lookahead.
 //
 // # Schema
 //

@@ -1228,6 +1228,7 @@ func TestPlans(t *testing.T) {
 		{"recover", s.q.recover, "jobs_running", []any{int64(1)}, false},
 		{"expire", s.q.expire, "jobs_deadline", []any{int64(1)}, false},
 		{"delete finished", s.q.deleteFinished, "jobs_finished", []any{int64(1), int64(1000), int64(1)}, false},
+		{"next due", s.q.nextDue, "jobs_fetch", []any{"q", int64(1), priorities}, true},
 	} {
 		rows, err := s.pool.Query(ctx, `EXPLAIN `+c.sql, c.args...)
 		if err != nil {

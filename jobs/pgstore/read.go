@@ -181,6 +181,30 @@ func (s *Store) QueueStats(ctx context.Context, queue string, since time.Time) (
 	return jobs.QueueStats{Waiting: int(waiting), Running: int(running), Finished: int(finished)}, nil
 }
 
+// NextDue implements jobs.Lookahead.
+func (s *Store) NextDue(ctx context.Context, now time.Time, queue string) (time.Time, bool, error) {
+	const op = "next due"
+	ctx, cancel, err := s.begin(ctx, op)
+	if err != nil {
+		return time.Time{}, false, err
+	}
+	defer cancel()
+	if !storable(queue) {
+		return time.Time{}, false, nil // an unknown queue
+	}
+	var at *int64
+	err = s.retry(ctx, op, func(ctx context.Context) error {
+		return s.pool.QueryRow(ctx, s.q.nextDue, queue, nanos(now), priorities).Scan(&at)
+	})
+	if err != nil {
+		return time.Time{}, false, s.wrap(ctx, op, err)
+	}
+	if at == nil {
+		return time.Time{}, false, nil
+	}
+	return fromNanos(*at), true, nil
+}
+
 // storable reports whether PostgreSQL can take s as a text parameter (no
 // NUL byte, valid UTF-8). Every stored name passed jobs' validation, so a
 // lookup by anything else finds nothing.

@@ -365,6 +365,18 @@ const (
 	WHERE l.owner = excluded.owner OR l.expires_at <= $3::bigint
 	RETURNING l.owner`
 	sqlResign = `DELETE FROM {s}.leader WHERE name = 'maintenance' AND owner = $1::text`
+
+	// $1 queue, $2 now, $3 the priorities. Like sqlFetch, one seek of
+	// jobs_fetch per priority, here past now; a job whose deadline comes
+	// first is skipped (it will never run).
+	sqlNextDue = `SELECT min(c.run_at) FROM unnest($3::int2[]) AS p(prio)
+	CROSS JOIN LATERAL (
+		SELECT w.run_at FROM {s}.jobs w
+		WHERE w.queue = $1::text AND w.state = 'waiting' AND w.priority = p.prio AND w.run_at > $2::bigint
+			AND (w.deadline IS NULL OR w.deadline > w.run_at)
+		ORDER BY w.run_at
+		LIMIT 1) AS c
+	WHERE NOT EXISTS (SELECT 1 FROM {s}.queues q WHERE q.name = $1::text AND q.paused)`
 )
 
 // queries are the statements with the schema filled in.
@@ -373,7 +385,7 @@ type queries struct {
 	fetch, heartbeat, complete, completeSucceeded, moveWaiting, notifyQueue      string
 	groupCancelWaiting, groupCancelRunning                                       string
 	cancel, get, recover, expire, putQueue, getQueue, queues, queueStats, group  string
-	lead, resign, deleteFinished                                                 string
+	lead, resign, deleteFinished, nextDue                                        string
 }
 
 func newQueries(schema string) queries {
@@ -387,7 +399,7 @@ func newQueries(schema string) queries {
 		cancel: e(sqlCancel), get: e(sqlGet), recover: e(sqlRecover), expire: e(sqlExpire),
 		putQueue: e(sqlPutQueue), getQueue: e(sqlGetQueue), queues: e(sqlQueues),
 		queueStats: e(sqlQueueStats), group: e(sqlGroup), lead: e(sqlLead), resign: e(sqlResign),
-		deleteFinished: e(sqlDeleteFinished),
+		deleteFinished: e(sqlDeleteFinished), nextDue: e(sqlNextDue),
 	}
 }
 

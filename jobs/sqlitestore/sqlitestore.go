@@ -1,6 +1,7 @@
 // Package sqlitestore is the embedded default jobs.Store: jobs and queue
 // configurations in one SQLite file, through modernc.org/sqlite (pure Go,
-// no cgo).
+// no cgo). It passes the conformance suite of jobs/storetest and also
+// implements jobs.Lookahead.
 //
 // # Connections
 //
@@ -9,7 +10,7 @@
 // ones inside BEGIN IMMEDIATE, so that a writer in another process makes
 // them wait on the busy timeout instead of failing when a read transaction
 // would upgrade), and a small pool of read-only connections (Config.ReadConns)
-// for Get, List, Group, GetQueue, Queues and QueueStats. In WAL mode readers
+// for Get, List, Group, GetQueue, Queues, QueueStats and NextDue. In WAL mode readers
 // never wait for the writer, so a dashboard listing jobs does not slow the
 // workers down, and concurrent writers in this process queue on the writer
 // connection (bounded by their ctx) rather than on SQLite's lock.

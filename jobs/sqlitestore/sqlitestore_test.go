@@ -262,6 +262,8 @@ func TestFetchPlan(t *testing.T) {
 		{"retry after", sqlRetryAfter, "jobs_finished", []any{"q", 1, 1}},
 		{"idempotency", sqlIdempotent, "jobs_idempotency", []any{"q", "k"}},
 		{"group cancel", sqlGroupCancelWaiting, "jobs_group", []any{"g", "r", 1}},
+		// Seeks (queue, priority, run_at > now) for each priority.
+		{"next due", sqlNextDue, "jobs_fetch (queue=? AND priority=? AND run_at>?)", []any{"q", 1}},
 	} {
 		rows, err := s.w.Query(`EXPLAIN QUERY PLAN `+c.sql, c.args...)
 		if err != nil {
@@ -278,7 +280,7 @@ func TestFetchPlan(t *testing.T) {
 		}
 		rows.Close()
 		p := strings.Join(plan, "; ")
-		if !strings.Contains(p, c.index) || strings.Contains(p, "TEMP B-TREE") {
+		if !strings.Contains(p, c.index) || strings.Contains(p, "TEMP B-TREE") || strings.Contains(p, "SCAN jobs") {
 			t.Errorf("%s plan = %q, want it to use %s without sorting", c.name, p, c.index)
 		}
 		t.Logf("%s: %s", c.name, p)

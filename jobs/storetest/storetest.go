@@ -62,6 +62,7 @@ func Run(t *testing.T, open func(t *testing.T) jobs.Store) {
 		{"Queues", queueTests},
 		{"Concurrent", concurrentTests},
 		{"Context", contextTests},
+		{"Lookahead", lookaheadTests},
 	}
 	for _, g := range groups {
 		t.Run(g.name, func(t *testing.T) {
