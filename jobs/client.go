@@ -157,7 +157,8 @@ func (c *Client) List(ctx context.Context, f ListFilter) ([]*Job, error) {
 
 // Cancel cancels a job: a waiting one at once, a running one through its
 // worker, which cancels the handler's context when it learns of the
-// request (a notification, a heartbeat, or on SQLite a maintenance pass),
+// request (a notification, a heartbeat, or on SQLite, for a request made
+// by another process, a maintenance pass),
 // or, if the handler has not started, ends the job without starting it.
 func (c *Client) Cancel(ctx context.Context, id int64) (*Job, error) {
 	return call(ctx, c.cfg.CallTimeout, func(ctx context.Context) (*Job, error) {

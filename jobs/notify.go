@@ -19,6 +19,18 @@ type Notifier interface {
 	Listen(ctx context.Context) (<-chan Notification, error)
 }
 
+// LocalNotifier is implemented by Notifiers whose notifications come only
+// from calls made through the same Store value, in this process (SQLite:
+// the file may also be written by another process, which notifies
+// nobody). LocalOnly reports whether that is so. A worker on such a store
+// still extends every lease at each maintenance pass, as on a store
+// without notifications, so that cancellations requested by another
+// process reach running jobs within a pass rather than a heartbeat.
+type LocalNotifier interface {
+	Notifier
+	LocalOnly() bool
+}
+
 // Lookahead is implemented by stores that can tell when a queue's next
 // scheduled job comes due. A worker whose store has it sleeps after an
 // empty fetch no longer than until then, so a job scheduled for later (a
@@ -34,7 +46,10 @@ type Lookahead interface {
 
 // Notification is one event from a Notifier.
 type Notification struct {
-	// Queue is set when jobs became available in it.
+	// Queue is set when jobs became available in it. A store may also
+	// send it for jobs scheduled for later (sqlitestore does): the woken
+	// worker finds nothing to fetch yet and, on a Lookahead store, looks
+	// again when the next one comes due.
 	Queue string
 	// CancelID is set when the cancellation of a running job was
 	// requested.

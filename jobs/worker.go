@@ -95,6 +95,9 @@ type Worker struct {
 	// stopComplete is closed by Stop (once, in state 4) to end completeLoop.
 	stopComplete chan struct{}
 	flushSignal  chan struct{} // buffer 1; any goroutine may signal, nobody closes
+	// listening is set by Start, before it starts the maintenance loop,
+	// when the store's Listen succeeded; read-only after.
+	listening bool
 
 	beatMu    sync.Mutex // serializes beat
 	mu        sync.Mutex
@@ -367,6 +370,7 @@ func (w *Worker) Start(ctx context.Context) error {
 		if err != nil {
 			w.log.Warn("jobs: store notifications unavailable, polling only", "err", err)
 		} else {
+			w.listening = true
 			w.background.Add(1)
 			go func() { defer w.background.Done(); w.notifyLoop(events) }()
 		}
@@ -569,11 +573,24 @@ func (w *Worker) fetchLoop(q *queueRunner) {
 	}
 }
 
+// cancelsNotified reports whether the store's notifications carry every
+// cancellation request, from any process, to this worker.
+func (w *Worker) cancelsNotified() bool {
+	n, ok := w.store.(Notifier)
+	if !ok || !w.listening {
+		return false
+	}
+	l, ok := n.(LocalNotifier)
+	return !ok || !l.LocalOnly()
+}
+
 // idleWait is how long fetchLoop waits after an empty fetch at now: idle,
 // or less if the store says (Lookahead) that a scheduled job of q comes due
-// sooner. The first wait after work (idle = PollInterval) asks nothing, so
-// that a busy queue that runs dry for a moment costs no extra call; a job
-// due then is found by the next fetch, at most PollInterval late.
+// sooner, but never less than PollInterval, so that the loop does not spin
+// (say, when WorkerConfig.Now lags behind real time). The first wait after
+// work (idle = PollInterval) asks nothing, so that a busy queue that runs
+// dry for a moment costs no extra call. Either way a job due during a wait
+// is found at most PollInterval late.
 func (w *Worker) idleWait(q *queueRunner, idle time.Duration, now time.Time) time.Duration {
 	la, ok := w.store.(Lookahead)
 	if !ok || idle <= w.cfg.PollInterval {
@@ -597,7 +614,7 @@ func (w *Worker) idleWait(q *queueRunner, idle time.Duration, now time.Time) tim
 	if !d.found {
 		return idle
 	}
-	return min(idle, max(d.at.Sub(w.cfg.Now()), 0))
+	return min(idle, max(d.at.Sub(w.cfg.Now()), w.cfg.PollInterval))
 }
 
 // renewAfter is how long a fetch may take before renewFetched renews the
@@ -1059,9 +1076,15 @@ func (w *Worker) flush(ctx context.Context, all bool) error {
 func (w *Worker) record(batch []Outcome, applied []bool) {
 	w.mu.Lock()
 	for i, o := range batch {
+		h := w.held[o.ID]
 		delete(w.held, o.ID)
 		if applied[i] {
 			w.stats.Recorded[o.Kind]++
+			if h != nil && (o.Kind == Retry || o.Kind == Released) {
+				// The job waits again, maybe due sooner than the fetch
+				// loop's wait, which was set before: let it look again.
+				signal(h.q.wake)
+			}
 		} else {
 			w.stats.Stale++
 		}
@@ -1271,13 +1294,14 @@ func (w *Worker) maintain(ctx context.Context) {
 	// and run them again. If even the extension fails, skip recovery this
 	// round.
 	//
-	// On a store without notifications (SQLite) the heartbeat is also how
-	// cancellation requests reach running jobs, so maintenance passes
-	// extend every lease, as the heartbeat loop does, to bring them within
-	// a pass.
+	// On a store without notifications, or whose notifications cover only
+	// its calls in this process (SQLite: see LocalNotifier), the heartbeat
+	// is also how cancellation requests reach running jobs, so maintenance
+	// passes extend every lease, as the heartbeat loop does, to bring them
+	// within a pass.
 	now := w.cfg.Now()
 	due := now.Add(w.cfg.HeartbeatInterval)
-	if _, ok := w.store.(Notifier); !ok {
+	if !w.cancelsNotified() {
 		due = time.Time{}
 	}
 	if err := w.beat(ctx, due); err != nil {

@@ -899,11 +899,27 @@ func TestFailingHeartbeatsCancelJobsWhoseLeaseRanOut(t *testing.T) {
 // every lease, so a cancellation request reaches a running job within a
 // pass or two, not only at the next heartbeat tick.
 func TestCancelWithoutNotificationsWithinMaintenancePass(t *testing.T) {
+	t.Run("NoNotifier", func(t *testing.T) {
+		testCancelWithinMaintenancePass(t, &beatStore{Store: openStore(t)})
+	})
+	// A store whose Listen fails gives no notifications either.
+	t.Run("ListenFails", func(t *testing.T) {
+		testCancelWithinMaintenancePass(t, deafStore{openStore(t)})
+	})
+}
+
+// deafStore is a Notifier that cannot listen.
+type deafStore struct{ jobs.Store }
+
+func (deafStore) Listen(context.Context) (<-chan jobs.Notification, error) {
+	return nil, fmt.Errorf("%w: test: no LISTEN", jobs.ErrUnavailable)
+}
+
+func testCancelWithinMaintenancePass(t *testing.T, st jobs.Store) {
 	cfg := fastWorker()
 	cfg.Lease = 30 * time.Second
 	cfg.HeartbeatInterval = 10 * time.Second // no heartbeat tick during the test
 	cfg.MaintenanceInterval = 20 * time.Millisecond
-	st := &beatStore{Store: openStore(t)}
 	c := jobs.NewClient(st, jobs.ClientConfig{})
 	reg := jobs.NewRegistry()
 	started := make(chan struct{})
@@ -1372,4 +1388,134 @@ func TestScheduledJobsStartOnTime(t *testing.T) {
 		}
 		waitState(t, c, j.ID, jobs.StateSucceeded)
 	})
+	t.Run("RetryAfterLongRun", func(t *testing.T) {
+		// While an attempt runs for 2s the fetch loop, with free slots,
+		// backs off to a wait that ends at 3150ms; the retry comes due at
+		// about 2.3s. Recording the Retry wakes the loop to look again.
+		const run, retry = 2 * time.Second, 300 * time.Millisecond
+		st := openStore(t)
+		c := jobs.NewClient(st, jobs.ClientConfig{})
+		started := make(chan time.Time, 2)
+		ended := make(chan time.Time, 1)
+		reg := jobs.NewRegistry()
+		reg.Handle("k", jobs.HandlerFunc(func(_ context.Context, j *jobs.Job) error {
+			started <- time.Now()
+			if j.Attempt == 1 {
+				time.Sleep(run)
+				ended <- time.Now()
+				return retryLater{retry}
+			}
+			return nil
+		}))
+		j := enqueue(t, c, jobs.NewJob{Kind: "k", MaxAttempts: 2, BackoffMin: time.Millisecond, BackoffMax: time.Hour})
+		startWorker(t, st, reg, cfg)
+		<-started
+		end := <-ended
+		second := <-started
+		if d := second.Sub(end); d < retry || d > retry+late {
+			t.Errorf("retry started %v after the first attempt ended, want %v to %v", d, retry, retry+late)
+		}
+		waitState(t, c, j.ID, jobs.StateSucceeded)
+	})
+}
+
+// On SQLite the store's in-process notifications (sqlitestore's Listen)
+// wake an idle worker for a job enqueued through the same Store, now or
+// for later, and carry a cancellation to the running job at once. The
+// poll, heartbeat and maintenance intervals here are far longer than the
+// latencies asserted: without the notifications each step would wait for
+// one of them (a poll due 1.55s after the enqueue, a maintenance pass or
+// heartbeat 10s away).
+func TestLocalNotificationsWakeWorker(t *testing.T) {
+	const late = 500 * time.Millisecond
+	cfg := fastWorker()
+	cfg.PollInterval, cfg.MaxPollInterval = 50*time.Millisecond, 10*time.Second
+	cfg.Lease, cfg.HeartbeatInterval, cfg.MaintenanceInterval = 30*time.Second, 10*time.Second, 10*time.Second
+	st := openStore(t)
+	c := jobs.NewClient(st, jobs.ClientConfig{})
+	started := make(chan time.Time, 3)
+	canceled := make(chan time.Time, 1)
+	reg := jobs.NewRegistry()
+	reg.Handle("k", jobs.HandlerFunc(func(context.Context, *jobs.Job) error { started <- time.Now(); return nil }))
+	reg.Handle("hold", jobs.HandlerFunc(func(ctx context.Context, _ *jobs.Job) error {
+		started <- time.Now()
+		<-ctx.Done()
+		canceled <- time.Now()
+		return ctx.Err()
+	}))
+	startWorker(t, st, reg, cfg)
+	idle := func() { time.Sleep(1600 * time.Millisecond) } // polls at 0, 50, 150, 350, 750, 1550; next at 3150ms
+
+	idle()
+	at := time.Now()
+	enqueue(t, c, jobs.NewJob{Kind: "k"})
+	if d := (<-started).Sub(at); d > late {
+		t.Errorf("a job enqueued while the worker idled started after %v, want under %v", d, late)
+	}
+
+	idle()
+	runAt := time.Now().Add(300 * time.Millisecond)
+	enqueue(t, c, jobs.NewJob{Kind: "k", RunAt: runAt})
+	if d := (<-started).Sub(runAt); d < 0 || d > late {
+		t.Errorf("a job scheduled while the worker idled started %v after its RunAt, want 0 to %v", d, late)
+	}
+
+	j := enqueue(t, c, jobs.NewJob{Kind: "hold"})
+	<-started
+	at = time.Now()
+	if _, err := c.Cancel(context.Background(), j.ID); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case got := <-canceled:
+		if d := got.Sub(at); d > late {
+			t.Errorf("the running job's context ended %v after Cancel, want under %v", d, late)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the running job's context did not end within 5s of Cancel")
+	}
+	waitState(t, c, j.ID, jobs.StateCanceled)
+}
+
+// Another process writing the same SQLite file notifies nobody here
+// (sqlitestore is a LocalNotifier), so a cancellation requested through it
+// still reaches the running job within a maintenance pass, as on a store
+// without notifications, not at the next heartbeat.
+func TestCancelFromAnotherProcessWithinMaintenancePass(t *testing.T) {
+	cfg := fastWorker()
+	cfg.Lease = 30 * time.Second
+	cfg.HeartbeatInterval = 10 * time.Second // no heartbeat tick during the test
+	cfg.MaintenanceInterval = 20 * time.Millisecond
+	path := filepath.Join(t.TempDir(), "jobs.db")
+	open := func() *sqlitestore.Store {
+		st, err := sqlitestore.Open(context.Background(), path, sqlitestore.Config{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close() })
+		return st
+	}
+	st, other := open(), open() // other stands for another process
+	c, oc := jobs.NewClient(st, jobs.ClientConfig{}), jobs.NewClient(other, jobs.ClientConfig{})
+	started := make(chan struct{})
+	reg := jobs.NewRegistry()
+	reg.Handle("hold", jobs.HandlerFunc(func(ctx context.Context, _ *jobs.Job) error {
+		close(started)
+		select {
+		case <-ctx.Done():
+		case <-time.After(cfg.HeartbeatInterval):
+		}
+		return ctx.Err()
+	}))
+	j := enqueue(t, c, jobs.NewJob{Kind: "hold"})
+	startWorker(t, st, reg, cfg)
+	<-started
+	begin := time.Now()
+	if _, err := oc.Cancel(context.Background(), j.ID); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, c, j.ID, jobs.StateCanceled)
+	if d := time.Since(begin); d >= cfg.HeartbeatInterval/2 {
+		t.Errorf("the cancellation took %v, want it within a few %v maintenance passes", d, cfg.MaintenanceInterval)
+	}
 }

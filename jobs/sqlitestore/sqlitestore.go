@@ -1,7 +1,8 @@
 // Package sqlitestore is the embedded default jobs.Store: jobs and queue
 // configurations in one SQLite file, through modernc.org/sqlite (pure Go,
 // no cgo). It passes the conformance suite of jobs/storetest and also
-// implements jobs.Lookahead.
+// implements jobs.Lookahead and, for the calls made through it in this
+// process, jobs.Notifier (see Listen).
 //
 // # Connections
 //
@@ -114,6 +115,8 @@ type Store struct {
 	closeOnce sync.Once
 	closeErr  error
 	closed    chan struct{} // closed by Close
+
+	hub hub // in-process notifications; see Listen
 }
 
 var _ jobs.Store = (*Store)(nil)
@@ -218,6 +221,7 @@ func checkEncoding(ctx context.Context, db *sql.DB) error {
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		close(s.closed)
+		s.closeListeners()
 		s.stmts.close()
 		var errs []error
 		if s.r != nil {

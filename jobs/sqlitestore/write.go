@@ -52,6 +52,12 @@ func (s *Store) Enqueue(ctx context.Context, now time.Time, queue string, nj []j
 	if err != nil {
 		return nil, s.wrap(ctx, op, err)
 	}
+	for _, r := range results {
+		if r.Err == nil && !r.Duplicate {
+			s.notify(jobs.Notification{Queue: queue})
+			break
+		}
+	}
 	return results, nil
 }
 
@@ -541,6 +547,9 @@ func (s *Store) Cancel(ctx context.Context, now time.Time, id int64, reason stri
 	if err != nil {
 		return nil, s.wrap(ctx, op, err)
 	}
+	if j.State == jobs.StateRunning && j.CancelRequested {
+		s.notify(jobs.Notification{CancelID: j.ID})
+	}
 	return j, nil
 }
 
@@ -676,5 +685,9 @@ func (s *Store) PutQueue(ctx context.Context, q jobs.QueueConfig) error {
 			rate_limit = excluded.rate_limit, rate_burst = excluded.rate_burst,
 			paused = excluded.paused, idempotency_window = excluded.idempotency_window`,
 		queueArgs(q)...)
-	return s.wrap(ctx, op, err)
+	if err != nil {
+		return s.wrap(ctx, op, err)
+	}
+	s.notify(jobs.Notification{Queue: q.Name})
+	return nil
 }

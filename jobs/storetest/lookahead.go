@@ -35,6 +35,19 @@ var lookaheadTests = []subtest{
 		h.wantDue(la, T0, "other", at(time.Minute))
 		h.wantNoneDue(la, T0, "unknown")
 	}},
+	{"Deadlines", func(h *h) {
+		// In one priority, so that the filter must apply before the
+		// first job is taken: a deadline equal to RunAt never lets the job
+		// run (Fetch claims only before the deadline); a later one does.
+		la := h.lookahead()
+		mk := func(runAt, deadline time.Duration) jobs.NewJob {
+			n := job("d")
+			n.Priority, n.RunAt, n.Deadline = 2, at(runAt), at(deadline)
+			return n
+		}
+		h.enqueue(T0, "d", mk(10*time.Minute, 10*time.Minute), mk(20*time.Minute, 25*time.Minute))
+		h.wantDue(la, T0, "d", at(20*time.Minute))
+	}},
 	{"OnlyWaitingJobs", func(h *h) {
 		la := h.lookahead()
 		a, b := job("q"), job("q")

@@ -1,0 +1,81 @@
+package sqlitestore
+
+import (
+	"context"
+	"sync"
+
+	"github.com/sluicehq/sluice/jobs"
+)
+
+// listenBuffer is each listener's channel buffer. Notifications are hints
+// (see jobs.Notifier): when a listener falls this far behind, newer ones
+// are dropped for it, and its worker finds the work at its next poll.
+const listenBuffer = 256
+
+// hub delivers the Store's in-process notifications.
+type hub struct {
+	mu   sync.Mutex
+	subs map[chan jobs.Notification]struct{} // nil once the Store closed
+	done bool                                // the Store closed
+}
+
+// Listen implements jobs.Notifier for the calls made through this Store,
+// in this process: an Enqueue that inserted jobs into a queue (due now or
+// later: a worker then looks again when the next one comes due), a
+// PutQueue (a queue may have been resumed), and a Cancel that requested
+// the cancellation of a running job. Another process writing the same file
+// notifies nobody here; LocalOnly says so, and a worker then keeps finding
+// such changes by polling and heartbeats. The channel closes when ctx ends
+// or the Store closes.
+func (s *Store) Listen(ctx context.Context) (<-chan jobs.Notification, error) {
+	ch := make(chan jobs.Notification, listenBuffer)
+	s.hub.mu.Lock()
+	if s.hub.done {
+		s.hub.mu.Unlock()
+		return nil, jobs.ErrClosed
+	}
+	if s.hub.subs == nil {
+		s.hub.subs = make(map[chan jobs.Notification]struct{})
+	}
+	s.hub.subs[ch] = struct{}{}
+	s.hub.mu.Unlock()
+	context.AfterFunc(ctx, func() {
+		s.hub.mu.Lock()
+		defer s.hub.mu.Unlock()
+		if _, ok := s.hub.subs[ch]; ok {
+			delete(s.hub.subs, ch)
+			close(ch)
+		}
+	})
+	return ch, nil
+}
+
+// LocalOnly implements jobs.LocalNotifier: notifications come only from
+// this process.
+func (s *Store) LocalOnly() bool { return true }
+
+// notify sends n to every listener that has room for it.
+func (s *Store) notify(n jobs.Notification) {
+	s.hub.mu.Lock()
+	defer s.hub.mu.Unlock()
+	for ch := range s.hub.subs {
+		select {
+		case ch <- n:
+		default:
+		}
+	}
+}
+
+// closeListeners closes every listener's channel (Close).
+func (s *Store) closeListeners() {
+	s.hub.mu.Lock()
+	defer s.hub.mu.Unlock()
+	s.hub.done = true
+	for ch := range s.hub.subs {
+		close(ch)
+	}
+	s.hub.subs = nil
+}
+
+var _ jobs.LocalNotifier = (*Store)(nil)
+var _ jobs.Lookahead = (*Store)(nil)
