@@ -46,11 +46,13 @@ type Lookahead interface {
 
 // Notification is one event from a Notifier.
 type Notification struct {
-	// Queue is set when jobs became available in it. A store may also
-	// send it for jobs scheduled for later (sqlitestore does): the woken
-	// worker finds nothing to fetch yet and, on a Lookahead store, looks
-	// again when the next one comes due.
+	// Queue is set when jobs became waiting in it: due now when At is
+	// zero (or not after the worker's now), and the worker fetches at
+	// once; otherwise At is the earliest RunAt among them, and the worker
+	// fetches then (it need not fetch now: there is nothing to claim).
 	Queue string
+	// At: see Queue.
+	At time.Time
 	// CancelID is set when the cancellation of a running job was
 	// requested.
 	CancelID int64

@@ -169,6 +169,9 @@ type heldJob struct {
 	// the fetch's (or its renewal's) time plus Lease, moved by each
 	// heartbeat that extends it.
 	until time.Time
+	// finished is set when the attempt's outcome is queued for writing;
+	// record then drops the hold. Guarded by Worker.mu.
+	finished bool
 }
 
 // stop cancels the job's attempt with cause: at once if its handler has
@@ -230,8 +233,41 @@ type queueRunner struct {
 	pool    *workpool.Pool
 	limiter *rate.Limiter // nil without a rate limit; guarded by Worker.mu
 	free    chan struct{} // buffer 1: a slot freed; signalled by job goroutines, nobody closes
-	wake    chan struct{} // buffer 1: jobs arrived (a store notification); nobody closes
+	wake    chan struct{} // buffer 1: wakeFetch or wakeAt was set; nobody closes
 	active  int           // guarded by Worker.mu: fetched, handler not yet returned
+	// wakeFetch (jobs due now arrived) and wakeAt (the earliest RunAt of
+	// jobs scheduled for later that arrived) are what a store notification
+	// or a recorded retry told the fetch loop since it last fetched.
+	// Guarded by Worker.mu.
+	wakeFetch bool
+	wakeAt    time.Time
+}
+
+// wakeLocked tells q's fetch loop that jobs became waiting, due at at (the
+// zero time or a time not after now: due now). The caller holds Worker.mu.
+func (q *queueRunner) wakeLocked(at, now time.Time) {
+	if at.After(now) {
+		if q.wakeAt.IsZero() || at.Before(q.wakeAt) {
+			q.wakeAt = at
+		}
+	} else {
+		q.wakeFetch = true
+	}
+	signal(q.wake)
+}
+
+// takeWake returns and clears what q's fetch loop was told (see
+// wakeLocked), and drains the signal.
+func (w *Worker) takeWake(q *queueRunner) (fetch bool, at time.Time) {
+	select {
+	case <-q.wake:
+	default:
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	fetch, at = q.wakeFetch, q.wakeAt
+	q.wakeFetch, q.wakeAt = false, time.Time{}
+	return fetch, at
 }
 
 // Causes of a job context's end, told apart when classifying the outcome.
@@ -525,6 +561,9 @@ func (w *Worker) fetchLoop(q *queueRunner) {
 		if lim != nil {
 			n = min(n, max(lim.Burst(), 1))
 		}
+		// This fetch sees every job that a wake so far announced as due;
+		// a scheduled one is found by the lookahead below.
+		w.takeWake(q)
 		now := w.cfg.Now()
 		// A fetch in flight is not canceled by Quiesce (only bounded by
 		// CallTimeout): a store may already have claimed the jobs, and they
@@ -558,13 +597,7 @@ func (w *Worker) fetchLoop(q *queueRunner) {
 		}
 		errWait = w.cfg.PollInterval
 		if len(jobs) == 0 {
-			t := time.NewTimer(w.idleWait(q, idle, now))
-			select {
-			case <-t.C:
-			case <-q.wake:
-			case <-w.fetchCtx.Done():
-			}
-			t.Stop()
+			w.idle(q, w.idleWait(q, idle, now))
 			idle = min(2*idle, w.cfg.MaxPollInterval)
 			continue
 		}
@@ -582,6 +615,35 @@ func (w *Worker) cancelsNotified() bool {
 	}
 	l, ok := n.(LocalNotifier)
 	return !ok || !l.LocalOnly()
+}
+
+// idle waits up to d after an empty fetch, or until a wake says that jobs
+// due now arrived. A wake for jobs scheduled for later only shortens the
+// wait, to their RunAt (not under PollInterval): it needs no fetch now.
+func (w *Worker) idle(q *queueRunner, d time.Duration) {
+	end := time.Now().Add(d)
+	t := time.NewTimer(d)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			return
+		case <-w.fetchCtx.Done():
+			return
+		case <-q.wake:
+		}
+		fetch, at := w.takeWake(q)
+		if fetch {
+			return
+		}
+		if at.IsZero() {
+			continue
+		}
+		if left := max(at.Sub(w.cfg.Now()), w.cfg.PollInterval); time.Now().Add(left).Before(end) {
+			end = time.Now().Add(left)
+			t.Reset(left)
+		}
+	}
 }
 
 // idleWait is how long fetchLoop waits after an empty fetch at now: idle,
@@ -960,6 +1022,9 @@ func Backoff(minD, maxD time.Duration, n int) time.Duration {
 // finish queues an outcome for writing and frees the job's slot.
 func (w *Worker) finish(q *queueRunner, o Outcome) {
 	w.mu.Lock()
+	if h := w.held[o.ID]; h != nil {
+		h.finished = true
+	}
 	w.pending = append(w.pending, o)
 	q.active--
 	w.mu.Unlock()
@@ -1077,13 +1142,17 @@ func (w *Worker) record(batch []Outcome, applied []bool) {
 	w.mu.Lock()
 	for i, o := range batch {
 		h := w.held[o.ID]
-		delete(w.held, o.ID)
+		if h != nil && h.finished {
+			// (A hold not finished is a new one: this worker fetched the
+			// job again, released, before this outcome's write returned.)
+			delete(w.held, o.ID)
+		}
 		if applied[i] {
 			w.stats.Recorded[o.Kind]++
 			if h != nil && (o.Kind == Retry || o.Kind == Released) {
 				// The job waits again, maybe due sooner than the fetch
-				// loop's wait, which was set before: let it look again.
-				signal(h.q.wake)
+				// loop's wait, which was set before: tell it when.
+				h.q.wakeLocked(o.RunAt, w.cfg.Now())
 			}
 		} else {
 			w.stats.Stale++
@@ -1255,7 +1324,7 @@ func (w *Worker) notifyLoop(events <-chan Notification) {
 	for ev := range events {
 		w.mu.Lock()
 		if q := w.queues[ev.Queue]; ev.Queue != "" && q != nil {
-			signal(q.wake)
+			q.wakeLocked(ev.At, w.cfg.Now())
 		}
 		if ev.CancelID != 0 {
 			if h := w.held[ev.CancelID]; h != nil {

@@ -1279,8 +1279,9 @@ func TestCancelNotificationBeforeDispatch(t *testing.T) {
 }
 
 // A cancellation requested while a slow fetch is in flight reaches the
-// worker with the renewal of that fetch's leases (SQLite sends no
-// notifications), and the job ends canceled without its handler running.
+// worker with the renewal of that fetch's leases (fetchHookStore hides
+// sqlitestore's notifications), and the job ends canceled without its
+// handler running.
 func TestCancelDuringSlowFetch(t *testing.T) {
 	cfg := fastWorker()
 	cfg.Lease = 3 * time.Second
@@ -1517,5 +1518,64 @@ func TestCancelFromAnotherProcessWithinMaintenancePass(t *testing.T) {
 	waitState(t, c, j.ID, jobs.StateCanceled)
 	if d := time.Since(begin); d >= cfg.HeartbeatInterval/2 {
 		t.Errorf("the cancellation took %v, want it within a few %v maintenance passes", d, cfg.MaintenanceInterval)
+	}
+}
+
+// fetchCountStore counts Fetch calls. It embeds the *sqlitestore.Store, so
+// that the worker still sees its optional interfaces (Notifier, Lookahead).
+type fetchCountStore struct {
+	*sqlitestore.Store
+	fetches atomic.Int64
+}
+
+func (s *fetchCountStore) Fetch(ctx context.Context, now time.Time, queue, owner string, limit int, lease time.Duration) ([]*jobs.Job, error) {
+	s.fetches.Add(1)
+	return s.Store.Fetch(ctx, now, queue, owner, limit, lease)
+}
+
+// Jobs enqueued for later wake an idle worker only to shorten its wait
+// (the notification carries their RunAt): it fetches when they come due,
+// not once per enqueue.
+func TestScheduledEnqueuesDoNotFetch(t *testing.T) {
+	cfg := fastWorker()
+	cfg.PollInterval, cfg.MaxPollInterval = 50*time.Millisecond, 10*time.Second
+	st := &fetchCountStore{Store: openStore(t)}
+	c := jobs.NewClient(st, jobs.ClientConfig{})
+	started := make(chan time.Time, 1)
+	reg := jobs.NewRegistry()
+	reg.Handle("k", jobs.HandlerFunc(func(context.Context, *jobs.Job) error { started <- time.Now(); return nil }))
+	startWorker(t, st, reg, cfg)
+	time.Sleep(400 * time.Millisecond) // idle: polls at 0, 50, 150, 350ms; next at 750
+	before := st.fetches.Load()
+	runAt := time.Now().Add(time.Second)
+	for i := range 200 {
+		enqueue(t, c, jobs.NewJob{Kind: "k", RunAt: runAt.Add(time.Duration(i) * time.Hour)})
+	}
+	// Polls at 750 and 1550ms would be two fetches; the first job is due
+	// at about 1.4s.
+	if got := <-started; got.Sub(runAt) < 0 || got.Sub(runAt) > 500*time.Millisecond {
+		t.Errorf("the first scheduled job started %v after its RunAt, want 0 to 500ms", got.Sub(runAt))
+	}
+	if n := st.fetches.Load() - before; n > 10 {
+		t.Errorf("%d fetches for 200 scheduled enqueues and one due job, want a few", n)
+	}
+}
+
+// With a clock that does not move (WorkerConfig.Now), a job scheduled just
+// after it is never claimable; the loop must still wait PollInterval
+// between fetches rather than spin on a wait of a microsecond.
+func TestLookaheadDoesNotSpin(t *testing.T) {
+	frozen := time.Now()
+	cfg := fastWorker()
+	cfg.PollInterval, cfg.MaxPollInterval = 20*time.Millisecond, 200*time.Millisecond
+	cfg.Now = func() time.Time { return frozen }
+	st := &fetchCountStore{Store: openStore(t)}
+	c := jobs.NewClient(st, jobs.ClientConfig{Now: cfg.Now})
+	enqueue(t, c, jobs.NewJob{Kind: "k", RunAt: frozen.Add(time.Microsecond)})
+	startWorker(t, st, jobs.NewRegistry(), cfg)
+	time.Sleep(time.Second)
+	// At most one fetch per PollInterval: 50 in a second.
+	if n := st.fetches.Load(); n > 75 {
+		t.Errorf("%d fetches in one second with a 20ms PollInterval", n)
 	}
 }

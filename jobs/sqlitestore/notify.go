@@ -20,10 +20,14 @@ type hub struct {
 }
 
 // Listen implements jobs.Notifier for the calls made through this Store,
-// in this process: an Enqueue that inserted jobs into a queue (due now or
-// later: a worker then looks again when the next one comes due), a
-// PutQueue (a queue may have been resumed), and a Cancel that requested
-// the cancellation of a running job. Another process writing the same file
+// in this process: an Enqueue that inserted jobs into a queue (with At set
+// to the earliest RunAt when none is due now, so that a worker waits until
+// then rather than fetching), a PutQueue (a queue may have been resumed),
+// and every cancellation requested of a running job: by Cancel, or by a
+// group's failure in Complete or RecoverLeases (CancelGroupOnFailure).
+// Retries and leases recovered are not notified: the worker that records
+// a retry looks again itself, and recovered jobs are found by polling.
+// Another process writing the same file
 // notifies nobody here; LocalOnly says so, and a worker then keeps finding
 // such changes by polling and heartbeats. The channel closes when ctx ends
 // or the Store closes.

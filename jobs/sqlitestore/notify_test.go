@@ -59,9 +59,27 @@ func TestListen(t *testing.T) {
 	if n := next(t, ch); n != (jobs.Notification{Queue: "q"}) {
 		t.Fatalf("after Enqueue: %+v", n)
 	}
-	enq(jobs.NewJob{Kind: "k", RunAt: now.Add(time.Hour)})
-	if n := next(t, ch); n != (jobs.Notification{Queue: "q"}) {
-		t.Fatalf("after a scheduled Enqueue: %+v", n)
+	later := now.Add(time.Hour)
+	enq(jobs.NewJob{Kind: "k", RunAt: later})
+	if n := next(t, ch); n.Queue != "q" || n.CancelID != 0 || !n.At.Equal(later) {
+		t.Fatalf("after a scheduled Enqueue: %+v, want queue q at %v", n, later)
+	}
+	// Several jobs: due now if one is, else the earliest RunAt.
+	both := func(a, b time.Time) jobs.Notification {
+		t.Helper()
+		if _, err := s.Enqueue(ctx, now, "q", []jobs.NewJob{{Kind: "k", RunAt: a}, {Kind: "k", RunAt: b}}); err != nil {
+			t.Fatal(err)
+		}
+		return next(t, ch)
+	}
+	if n := both(later, now); !n.At.IsZero() {
+		t.Fatalf("a batch with a job due now: At = %v, want zero", n.At)
+	}
+	if n := both(now, later); !n.At.IsZero() {
+		t.Fatalf("a batch with a job due now first: At = %v, want zero", n.At)
+	}
+	if n := both(later, now.Add(time.Minute)); !n.At.Equal(now.Add(time.Minute)) {
+		t.Fatalf("a scheduled batch: At = %v, want its earliest RunAt %v", n.At, now.Add(time.Minute))
 	}
 	// Nothing inserted: a duplicate.
 	if r := enq(jobs.NewJob{Kind: "k", IdempotencyKey: "a"}); !r.Duplicate {
@@ -70,7 +88,7 @@ func TestListen(t *testing.T) {
 	none(t, ch, "a duplicate Enqueue")
 
 	// Cancel: only a running job's cancellation is news to a worker.
-	w := enq(jobs.NewJob{Kind: "k", RunAt: now.Add(time.Hour)})
+	w := enq(jobs.NewJob{Kind: "k", RunAt: later})
 	next(t, ch)
 	if _, err := s.Cancel(ctx, now, w.Job.ID, "no"); err != nil {
 		t.Fatal(err)
@@ -85,6 +103,52 @@ func TestListen(t *testing.T) {
 	}
 	if n := next(t, ch); n != (jobs.Notification{CancelID: a.Job.ID}) {
 		t.Fatalf("after canceling a running job: %+v", n)
+	}
+
+	// A group's failure requests the cancellation of its running jobs.
+	if _, err := s.Enqueue(ctx, now, "g", []jobs.NewJob{
+		{Kind: "k", Group: "grp", CancelGroupOnFailure: true, MaxAttempts: 1},
+		{Kind: "k", Group: "grp"},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	next(t, ch)
+	gs, err := s.Fetch(ctx, now, "g", "w", 2, time.Minute)
+	if err != nil || len(gs) != 2 {
+		t.Fatalf("Fetch: %v, %v", gs, err)
+	}
+	failing, other := gs[0], gs[1]
+	if !failing.CancelGroupOnFailure {
+		failing, other = other, failing
+	}
+	if _, err := s.Complete(ctx, now, "w", []jobs.Outcome{{Attempt: jobs.Attempt{ID: failing.ID, Attempt: failing.Attempt}, Kind: jobs.Failed, Error: "boom"}}); err != nil {
+		t.Fatal(err)
+	}
+	if n := next(t, ch); n != (jobs.Notification{CancelID: other.ID}) {
+		t.Fatalf("after a group's failure: %+v, want the cancellation of job %d", n, other.ID)
+	}
+	none(t, ch, "a group's failure")
+	// The same when the failure is a lease that expired on its last attempt.
+	if _, err := s.Enqueue(ctx, now, "g", []jobs.NewJob{
+		{Kind: "k", Group: "grp2", CancelGroupOnFailure: true, MaxAttempts: 1},
+		{Kind: "k", Group: "grp2"},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	next(t, ch)
+	short, err := s.Fetch(ctx, now, "g", "w", 1, time.Second)
+	if err != nil || len(short) != 1 || !short[0].CancelGroupOnFailure {
+		t.Fatalf("Fetch: %v, %v", short, err)
+	}
+	long, err := s.Fetch(ctx, now, "g", "w", 1, time.Hour)
+	if err != nil || len(long) != 1 {
+		t.Fatalf("Fetch: %v, %v", long, err)
+	}
+	if n, err := s.RecoverLeases(ctx, now.Add(2*time.Second)); err != nil || n != 1 {
+		t.Fatalf("RecoverLeases: %d, %v", n, err)
+	}
+	if n := next(t, ch); n != (jobs.Notification{CancelID: long[0].ID}) {
+		t.Fatalf("after a lease expired on a group's last attempt: %+v, want the cancellation of job %d", n, long[0].ID)
 	}
 
 	// PutQueue (a queue may have been resumed).

@@ -279,7 +279,8 @@ const (
 	sqlGroupCancelWaiting = `UPDATE jobs SET state = 'canceled', reason = ?2, finished_at = ?3, updated_at = ?3
 	WHERE group_name = ?1 AND state = 'waiting'`
 	sqlGroupCancelRunning = `UPDATE jobs SET cancel_requested = 1, reason = ?2, updated_at = ?3
-	WHERE group_name = ?1 AND state = 'running' AND cancel_requested = 0`
+	WHERE group_name = ?1 AND state = 'running' AND cancel_requested = 0
+	RETURNING id`
 )
 
 var (

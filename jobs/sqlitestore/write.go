@@ -52,11 +52,29 @@ func (s *Store) Enqueue(ctx context.Context, now time.Time, queue string, nj []j
 	if err != nil {
 		return nil, s.wrap(ctx, op, err)
 	}
+	// One notification: due now if any inserted job is, else scheduled for
+	// the earliest (a worker then needs no fetch until that time).
+	var at time.Time
+	inserted := false
 	for _, r := range results {
-		if r.Err == nil && !r.Duplicate {
-			s.notify(jobs.Notification{Queue: queue})
-			break
+		if r.Err != nil || r.Duplicate {
+			continue
 		}
+		runAt := r.Job.RunAt
+		if !runAt.After(now) {
+			runAt = time.Time{}
+		}
+		switch {
+		case !inserted:
+			at = runAt
+		case at.IsZero(): // due now already
+		case runAt.IsZero() || runAt.Before(at):
+			at = runAt
+		}
+		inserted = true
+	}
+	if inserted {
+		s.notify(jobs.Notification{Queue: queue, At: at})
 	}
 	return results, nil
 }
@@ -325,9 +343,11 @@ func (s *Store) Complete(ctx context.Context, now time.Time, owner string, outco
 	// The bulk statement first runs without RETURNING (reading the IDs
 	// back costs a tenth of it); when some of its outcomes do not apply,
 	// the transaction starts again with the statement that says which.
+	var canceled []int64 // running jobs of failed groups
 	for returning := false; ; returning = true {
 		err = s.writeTx(ctx, func(tx *sql.Tx) error {
 			applied = make([]bool, len(outcomes))
+			canceled = canceled[:0]
 			if bulk != nil {
 				if err := s.completeBulkTx(ctx, tx, nowNS, owner, outcomes, bulk, applied, returning); err != nil {
 					return err
@@ -374,7 +394,7 @@ func (s *Store) Complete(ctx context.Context, now time.Time, owner string, outco
 				}
 				applied[i] = true
 				if jobs.State(state) == jobs.StateFailed && cancelGroup != 0 && group != "" {
-					if err := s.cancelGroupTx(ctx, tx, group, o.ID, nowNS); err != nil {
+					if err := s.cancelGroupTx(ctx, tx, group, o.ID, nowNS, &canceled); err != nil {
 						return err
 					}
 				}
@@ -388,6 +408,7 @@ func (s *Store) Complete(ctx context.Context, now time.Time, owner string, outco
 	if err != nil {
 		return nil, s.wrap(ctx, op, err)
 	}
+	s.notifyCanceled(canceled)
 	return applied, nil
 }
 
@@ -506,14 +527,35 @@ func (s *Store) completeStmt(k jobs.OutcomeKind) *sql.Stmt {
 }
 
 // cancelGroupTx cancels group's waiting jobs and requests the cancellation
-// of its running ones, because job failed.
-func (s *Store) cancelGroupTx(ctx context.Context, tx *sql.Tx, group string, job int64, nowNS int64) error {
+// of its running ones, because job failed. It appends the running ones'
+// IDs to *canceled, for the notifications sent once the transaction
+// commits.
+func (s *Store) cancelGroupTx(ctx context.Context, tx *sql.Tx, group string, job int64, nowNS int64, canceled *[]int64) error {
 	reason := fmt.Sprintf("group %q canceled: job %d failed", group, job)
 	if _, err := tx.StmtContext(ctx, s.stmts.groupCancelWaiting).ExecContext(ctx, group, reason, nowNS); err != nil {
 		return err
 	}
-	_, err := tx.StmtContext(ctx, s.stmts.groupCancelRunning).ExecContext(ctx, group, reason, nowNS)
-	return err
+	rows, err := tx.StmtContext(ctx, s.stmts.groupCancelRunning).QueryContext(ctx, group, reason, nowNS)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			return err
+		}
+		*canceled = append(*canceled, id)
+	}
+	return rows.Err()
+}
+
+// notifyCanceled tells listeners that the cancellation of the running
+// jobs ids was requested.
+func (s *Store) notifyCanceled(ids []int64) {
+	for _, id := range ids {
+		s.notify(jobs.Notification{CancelID: id})
+	}
 }
 
 // Cancel implements jobs.Store. A second Cancel of a running job keeps the
@@ -566,8 +608,9 @@ func (s *Store) RecoverLeases(ctx context.Context, now time.Time) (int, error) {
 	defer cancel()
 	nowNS := nanos(now)
 	n := 0
+	var canceled []int64 // running jobs of failed groups
 	err = s.writeTx(ctx, func(tx *sql.Tx) error {
-		n = 0
+		n, canceled = 0, canceled[:0]
 		rows, err := tx.QueryContext(ctx, `UPDATE jobs SET
 			state = CASE WHEN cancel_requested <> 0 THEN 'canceled'
 				WHEN attempt >= max_attempts THEN 'failed' ELSE 'waiting' END,
@@ -607,7 +650,7 @@ func (s *Store) RecoverLeases(ctx context.Context, now time.Time) (int, error) {
 			return err
 		}
 		for _, g := range groups {
-			if err := s.cancelGroupTx(ctx, tx, g.group, g.id, nowNS); err != nil {
+			if err := s.cancelGroupTx(ctx, tx, g.group, g.id, nowNS, &canceled); err != nil {
 				return err
 			}
 		}
@@ -616,6 +659,7 @@ func (s *Store) RecoverLeases(ctx context.Context, now time.Time) (int, error) {
 	if err != nil {
 		return 0, s.wrap(ctx, op, err)
 	}
+	s.notifyCanceled(canceled)
 	return n, nil
 }
 
