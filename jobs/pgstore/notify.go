@@ -140,10 +140,19 @@ func (s *Store) listenLoop(ctx context.Context, conn *pgx.Conn, out chan<- jobs.
 }
 
 // parseNotification reads a payload sent by the schema's triggers or the store:
-// "queue:<name>" or "cancel:<id>".
+// "queue:<name>", "due:<unix ns>:<name>" (jobs scheduled for later, the
+// earliest at that time; schema step 4) or "cancel:<id>".
 func parseNotification(payload string) (jobs.Notification, bool) {
 	if q, ok := strings.CutPrefix(payload, "queue:"); ok {
 		return jobs.Notification{Queue: q}, true
+	}
+	if rest, ok := strings.CutPrefix(payload, "due:"); ok {
+		ns, q, ok := strings.Cut(rest, ":")
+		n, err := strconv.ParseInt(ns, 10, 64)
+		if !ok || err != nil || n == 0 {
+			return jobs.Notification{}, false
+		}
+		return jobs.Notification{Queue: q, At: fromNanos(n)}, true
 	}
 	if id, ok := strings.CutPrefix(payload, "cancel:"); ok {
 		n, err := strconv.ParseInt(id, 10, 64)

@@ -44,7 +44,10 @@
 // The store NOTIFIES the channel <schema>_events with "queue:<name>" when
 // jobs due now become waiting in a queue (an insert trigger for new jobs;
 // Complete and RecoverLeases for jobs going back to waiting; once per
-// transaction and queue), and a trigger with "cancel:<id>" when the
+// transaction and queue), with "due:<unix ns>:<name>" when the jobs that
+// became waiting are all scheduled for later (the earliest RunAt; a
+// worker then needs no fetch until that time), and a trigger with
+// "cancel:<id>" when the
 // cancellation of a running job is requested. Listen holds one dedicated connection,
 // outside the pool, per call. The Elector keeps one row in the leader
 // table.

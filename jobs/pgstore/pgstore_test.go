@@ -299,8 +299,8 @@ func TestMigrationFromVersion1(t *testing.T) {
 	}
 
 	s := openAt(t, u, schema, Config{})
-	if got := schemaVersions(t, s); !slices.Equal(got, []int{1, 2, 3}) {
-		t.Fatalf("schema_migrations = %v, want [1 2 3]", got)
+	if got, want := schemaVersions(t, s), versionsFrom(1); !slices.Equal(got, want) {
+		t.Fatalf("schema_migrations = %v, want %v", got, want)
 	}
 	var triggers []string
 	rows, err := conn.Query(ctx, `SELECT tgname FROM pg_trigger WHERE tgrelid = $1::regclass AND NOT tgisinternal ORDER BY tgname`, quoteIdent(schema)+".jobs")
@@ -388,9 +388,18 @@ func TestMigrationLockTimeout(t *testing.T) {
 		t.Fatal(err)
 	}
 	migrationLockTimeout = old
-	if applied, err := Migrate(ctx, u, schema); err != nil || !slices.Equal(applied, []int{3}) {
-		t.Fatalf("Migrate once the lock is gone = %v, %v; want [3]", applied, err)
+	if applied, err := Migrate(ctx, u, schema); err != nil || !slices.Equal(applied, versionsFrom(3)) {
+		t.Fatalf("Migrate once the lock is gone = %v, %v; want %v", applied, err, versionsFrom(3))
 	}
+}
+
+// versionsFrom lists the schema versions from v to this build's.
+func versionsFrom(v int) []int {
+	var out []int
+	for ; v <= SchemaVersion(); v++ {
+		out = append(out, v)
+	}
+	return out
 }
 
 func TestSchemaVersionChecks(t *testing.T) {
@@ -694,6 +703,26 @@ func TestNotifier(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantNotification(t, ch, `the release of a job in "rq"`, func(n jobs.Notification) bool { return n.Queue == "rq" })
+
+	// Jobs scheduled for later: "due", with the earliest RunAt, so that a
+	// worker need not fetch before it; so for a retry's backoff.
+	later := now.Add(time.Hour)
+	mustEnqueue(t, other, now, "sq", jobs.NewJob{Kind: "k", RunAt: later.Add(time.Minute)}, jobs.NewJob{Kind: "k", RunAt: later})
+	wantNotification(t, ch, `jobs scheduled in "sq" at `+later.String(), func(n jobs.Notification) bool {
+		return n.Queue == "sq" && n.At.UnixNano() == later.UnixNano()
+	})
+	mustEnqueue(t, other, now, "sr", jobs.NewJob{Kind: "k"})
+	wantNotification(t, ch, `jobs in queue "sr"`, func(n jobs.Notification) bool { return n.Queue == "sr" && n.At.IsZero() })
+	js, err = other.Fetch(context.Background(), now, "sr", "w", 1, time.Minute)
+	if err != nil || len(js) != 1 {
+		t.Fatalf("Fetch: %v, %v", js, err)
+	}
+	if _, err := other.Complete(context.Background(), now, "w", []jobs.Outcome{{Attempt: jobs.Attempt{ID: js[0].ID, Attempt: 1}, Kind: jobs.Retry, RunAt: later, Error: "later"}}); err != nil {
+		t.Fatal(err)
+	}
+	wantNotification(t, ch, `the retry of a job in "sr" at `+later.String(), func(n jobs.Notification) bool {
+		return n.Queue == "sr" && n.At.UnixNano() == later.UnixNano()
+	})
 
 	// A retried job is due again while the same Complete cancels more
 	// waiting jobs of its queue (a group's, because another job failed):
@@ -1363,4 +1392,67 @@ func TestWorkers(t *testing.T) {
 	}
 	t.Logf("running job canceled through the other node in %v", time.Since(canceled))
 	_ = workers
+}
+
+func TestParseNotification(t *testing.T) {
+	for _, c := range []struct {
+		payload string
+		want    jobs.Notification
+		ok      bool
+	}{
+		{"queue:q", jobs.Notification{Queue: "q"}, true},
+		{"queue:a:b due:1", jobs.Notification{Queue: "a:b due:1"}, true}, // names may hold anything
+		{"due:1767225600000000000:q:x", jobs.Notification{Queue: "q:x", At: time.Unix(0, 1767225600000000000)}, true},
+		{"due:1767225600000000000:", jobs.Notification{At: time.Unix(0, 1767225600000000000)}, true},
+		{"due:0:q", jobs.Notification{}, false},
+		{"due:x:q", jobs.Notification{}, false},
+		{"due:123", jobs.Notification{}, false},
+		{"cancel:5", jobs.Notification{CancelID: 5}, true},
+		{"cancel:0", jobs.Notification{}, false},
+		{"other:1", jobs.Notification{}, false},
+	} {
+		got, ok := parseNotification(c.payload)
+		if ok != c.ok || got.Queue != c.want.Queue || got.CancelID != c.want.CancelID || !got.At.Equal(c.want.At) {
+			t.Errorf("parseNotification(%q) = %+v, %v; want %+v, %v", c.payload, got, ok, c.want, c.ok)
+		}
+	}
+}
+
+// A job scheduled for later by another node starts on time on an idle
+// worker: the insert's notification carries its RunAt (schema step 4).
+// Without it the worker, polling at 0, 20, 60, 140, 300, 620, 1260 and
+// 2540ms, would find the job due at about 1.6s only at 2.54s.
+func TestScheduledJobAcrossNodes(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	u, schema := testURL(t), freshSchema(t)
+	a, b := openAt(t, u, schema, Config{}), openAt(t, u, schema, Config{})
+	started := make(chan time.Time, 1)
+	reg := jobs.NewRegistry()
+	reg.Handle("k", jobs.HandlerFunc(func(context.Context, *jobs.Job) error { started <- time.Now(); return nil }))
+	w := jobs.NewWorker(b, reg, jobs.WorkerConfig{
+		Queues: []string{"q"}, PollInterval: 20 * time.Millisecond, MaxPollInterval: 10 * time.Second,
+		Lease: 30 * time.Second, MaintenanceInterval: time.Hour,
+	})
+	if err := w.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		if err := w.Stop(sctx); err != nil {
+			t.Errorf("Stop: %v", err)
+		}
+	})
+	time.Sleep(1300 * time.Millisecond) // idle, in the wait that ends at 2540ms
+	runAt := time.Now().Add(300 * time.Millisecond)
+	mustEnqueue(t, a, time.Now(), "q", jobs.NewJob{Kind: "k", RunAt: runAt})
+	select {
+	case got := <-started:
+		if d := got.Sub(runAt); d < 0 || d > 500*time.Millisecond {
+			t.Errorf("the job started %v after its RunAt, want 0 to 500ms", d)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the job did not start within 10s")
+	}
 }

@@ -326,6 +326,7 @@ const (
 	sqlMoveWaiting = `UPDATE {s}.queues SET waiting = waiting + $2::bigint WHERE name = $1::text`
 	// $1 channel, $2 queue.
 	sqlNotifyQueue = `SELECT pg_notify($1::text, 'queue:' || $2::text)`
+	sqlNotifyDue   = `SELECT pg_notify($1::text, 'due:' || $2::bigint || ':' || $3::text)`
 
 	// $1 before, $2 limit, $3 now. Per queue, the oldest finished jobs first
 	// (jobs_finished), at most $2 in all. The IDs are collected into an
@@ -383,6 +384,7 @@ const (
 type queries struct {
 	queueEnsure, queueLock, idempotent, insertJobs, shedVictim, shed, retryAfter string
 	fetch, heartbeat, complete, completeSucceeded, moveWaiting, notifyQueue      string
+	notifyDue                                                                    string
 	groupCancelWaiting, groupCancelRunning                                       string
 	cancel, get, recover, expire, putQueue, getQueue, queues, queueStats, group  string
 	lead, resign, deleteFinished, nextDue                                        string
@@ -394,7 +396,7 @@ func newQueries(schema string) queries {
 		queueEnsure: e(sqlQueueEnsure), queueLock: e(sqlQueueLock), idempotent: e(sqlIdempotent),
 		insertJobs: e(sqlInsertJobs), shedVictim: e(sqlShedVictim), shed: e(sqlShed), retryAfter: e(sqlRetryAfter),
 		fetch: e(sqlFetch), heartbeat: e(sqlHeartbeat), complete: e(sqlComplete), completeSucceeded: e(sqlCompleteSucceeded),
-		moveWaiting: e(sqlMoveWaiting), notifyQueue: e(sqlNotifyQueue),
+		moveWaiting: e(sqlMoveWaiting), notifyQueue: e(sqlNotifyQueue), notifyDue: e(sqlNotifyDue),
 		groupCancelWaiting: e(sqlGroupCancelWaiting), groupCancelRunning: e(sqlGroupCancelRunning),
 		cancel: e(sqlCancel), get: e(sqlGet), recover: e(sqlRecover), expire: e(sqlExpire),
 		putQueue: e(sqlPutQueue), getQueue: e(sqlGetQueue), queues: e(sqlQueues),

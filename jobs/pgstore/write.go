@@ -223,7 +223,7 @@ func (s *Store) Complete(ctx context.Context, now time.Time, owner string, outco
 					failures = append(failures, failure{id, group})
 				}
 				if jobs.State(state) == jobs.StateWaiting {
-					mv.add(queue, 1, runAt <= nowNS)
+					mv.waiting(queue, runAt, nowNS)
 				}
 				return nil
 			})
@@ -261,14 +261,24 @@ func (s *Store) queueGroupCancel(b *pgx.Batch, group string, job, nowNS int64, m
 
 // moves counts, per queue, the jobs a transaction moved into the waiting
 // state (positive) or out of it (negative), for applyMoves, and whether
-// any job that became waiting is due now (whatever the net count). The
-// statements keep the queues' waiting counters this way rather than by a
-// trigger on every update of the jobs table (see the schema's step 3).
+// any job that became waiting is due now (whatever the net count), or else
+// the earliest RunAt of those scheduled for later. The statements keep the
+// queues' waiting counters this way rather than by a trigger on every
+// update of the jobs table (see the schema's step 3).
 type moves map[string]*move
 
 type move struct {
 	n   int64
 	due bool
+	at  int64 // Unix ns; 0: none scheduled for later
+}
+
+// waiting adds one job that became waiting in queue, due at runAt.
+func (m moves) waiting(queue string, runAt, nowNS int64) {
+	m.add(queue, 1, runAt <= nowNS)
+	if v := m[queue]; runAt > nowNS && (v.at == 0 || runAt < v.at) {
+		v.at = runAt
+	}
 }
 
 func (m moves) add(queue string, n int64, due bool) {
@@ -296,8 +306,9 @@ func (m moves) scanLeft(rows pgx.Rows) error {
 }
 
 // applyMoves updates the waiting counters of the queues in mv, in name
-// order, and notifies listeners of the queues where due jobs became
-// waiting. One round trip; none when mv is empty. Every transaction that
+// order, and notifies listeners of the queues where jobs became waiting:
+// "queue:<name>" when some are due now, else "due:<ns>:<name>" with the
+// earliest RunAt. One round trip; none when mv is empty. Every transaction that
 // moves jobs between queues' counts locks its job rows first and its queue
 // rows last, in name order, so two of them cannot wait for each other's
 // queue rows. (Enqueue and shedding lock their one queue row first, but
@@ -315,8 +326,11 @@ func (s *Store) applyMoves(ctx context.Context, tx pgx.Tx, mv moves) error {
 		if m.n != 0 {
 			b.Queue(s.q.moveWaiting, q, m.n)
 		}
-		if m.due { // whatever the net count: a group cancellation may have taken more
+		switch {
+		case m.due: // whatever the net count: a group cancellation may have taken more
 			b.Queue(s.q.notifyQueue, channelName(s.schema), q)
+		case m.at != 0:
+			b.Queue(s.q.notifyDue, channelName(s.schema), m.at, q)
 		}
 	}
 	if b.Len() == 0 {
@@ -396,7 +410,7 @@ func (s *Store) RecoverLeases(ctx context.Context, now time.Time) (int, error) {
 				s.queueGroupCancel(b, group, id, nowNS, mv)
 			}
 			if jobs.State(state) == jobs.StateWaiting {
-				mv.add(queue, 1, runAt <= nowNS)
+				mv.waiting(queue, runAt, nowNS)
 			}
 			return nil
 		})
