@@ -48,8 +48,10 @@ type Lookahead interface {
 type Notification struct {
 	// Queue is set when jobs became waiting in it: due now when At is
 	// zero (or not after the worker's now), and the worker fetches at
-	// once; otherwise At is the earliest RunAt among them, and the worker
-	// fetches then (it need not fetch now: there is nothing to claim).
+	// once; otherwise At is the earliest RunAt among them, and an idle
+	// worker only shortens its wait to At, since there is nothing to claim
+	// yet (on a store that also implements Lookahead, the fetch after that
+	// wait finds the job; on another, the worker's polls do).
 	Queue string
 	// At: see Queue.
 	At time.Time

@@ -177,6 +177,10 @@ type Outcome struct {
 	RunAt  time.Time // Retry: when to run again
 	Error  string    // Retry, Failed: the attempt's error
 	Reason string    // Failed, Canceled, Expired: why
+
+	// hold is the Worker's hold of the job that produced the outcome (nil
+	// outside a Worker); stores never see it.
+	hold *heldJob
 }
 
 // ListFilter selects jobs for List. Zero fields match everything.

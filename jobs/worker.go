@@ -169,9 +169,6 @@ type heldJob struct {
 	// the fetch's (or its renewal's) time plus Lease, moved by each
 	// heartbeat that extends it.
 	until time.Time
-	// finished is set when the attempt's outcome is queued for writing;
-	// record then drops the hold. Guarded by Worker.mu.
-	finished bool
 }
 
 // stop cancels the job's attempt with cause: at once if its handler has
@@ -845,7 +842,8 @@ func (w *Worker) runFunc(q *queueRunner, j *Job) func(context.Context) error {
 		stop := context.AfterFunc(poolCtx, func() { cancel(errShutdown) })
 		defer stop()
 		w.mu.Lock()
-		if h := w.held[j.ID]; h != nil {
+		hold := w.held[j.ID]
+		if h := hold; h != nil {
 			h.cancel = cancel
 			if h.pending != nil {
 				cancel(h.pending)
@@ -881,7 +879,7 @@ func (w *Worker) runFunc(q *queueRunner, j *Job) func(context.Context) error {
 				w.stats.LostBeforeStart++
 				w.mu.Unlock()
 			}
-			w.forget(q, j.ID)
+			w.forget(q, j.ID, hold)
 			return nil
 		}
 		if !started && o.Kind == Expired {
@@ -1022,9 +1020,9 @@ func Backoff(minD, maxD time.Duration, n int) time.Duration {
 // finish queues an outcome for writing and frees the job's slot.
 func (w *Worker) finish(q *queueRunner, o Outcome) {
 	w.mu.Lock()
-	if h := w.held[o.ID]; h != nil {
-		h.finished = true
-	}
+	// The job's hold now is this attempt's: this worker cannot fetch the
+	// job again before the outcome is written.
+	o.hold = w.held[o.ID]
 	w.pending = append(w.pending, o)
 	q.active--
 	w.mu.Unlock()
@@ -1032,10 +1030,19 @@ func (w *Worker) finish(q *queueRunner, o Outcome) {
 	signal(w.flushSignal)
 }
 
-// forget drops a job whose lease was lost.
-func (w *Worker) forget(q *queueRunner, id int64) {
+// dropHoldLocked deletes job id's hold h, unless the job is held anew
+// (this worker fetched it again after h's outcome was written, or after h's
+// lease was lost and the job recovered). The caller holds w.mu.
+func (w *Worker) dropHoldLocked(id int64, h *heldJob) {
+	if h != nil && w.held[id] == h {
+		delete(w.held, id)
+	}
+}
+
+// forget drops a job whose lease was lost; h is the attempt's hold.
+func (w *Worker) forget(q *queueRunner, id int64, h *heldJob) {
 	w.mu.Lock()
-	delete(w.held, id)
+	w.dropHoldLocked(id, h)
 	q.active--
 	w.mu.Unlock()
 	signal(q.free)
@@ -1141,12 +1148,8 @@ func (w *Worker) flush(ctx context.Context, all bool) error {
 func (w *Worker) record(batch []Outcome, applied []bool) {
 	w.mu.Lock()
 	for i, o := range batch {
-		h := w.held[o.ID]
-		if h != nil && h.finished {
-			// (A hold not finished is a new one: this worker fetched the
-			// job again, released, before this outcome's write returned.)
-			delete(w.held, o.ID)
-		}
+		h := o.hold
+		w.dropHoldLocked(o.ID, h)
 		if applied[i] {
 			w.stats.Recorded[o.Kind]++
 			if h != nil && (o.Kind == Retry || o.Kind == Released) {
@@ -1217,7 +1220,7 @@ func (w *Worker) isolate(ctx context.Context, batch []Outcome) (written []Outcom
 // it back to waiting, or fails it once it has used all its attempts.
 func (w *Worker) drop(o Outcome, err error) {
 	w.mu.Lock()
-	delete(w.held, o.ID)
+	w.dropHoldLocked(o.ID, o.hold)
 	w.stats.StoreErrs++
 	w.stats.Refused++
 	w.mu.Unlock()

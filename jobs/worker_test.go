@@ -1535,7 +1535,7 @@ func (s *fetchCountStore) Fetch(ctx context.Context, now time.Time, queue, owner
 
 // Jobs enqueued for later wake an idle worker only to shorten its wait
 // (the notification carries their RunAt): it fetches when they come due,
-// not once per enqueue.
+// not once per enqueue, and not at its next poll.
 func TestScheduledEnqueuesDoNotFetch(t *testing.T) {
 	cfg := fastWorker()
 	cfg.PollInterval, cfg.MaxPollInterval = 50*time.Millisecond, 10*time.Second
@@ -1545,14 +1545,18 @@ func TestScheduledEnqueuesDoNotFetch(t *testing.T) {
 	reg := jobs.NewRegistry()
 	reg.Handle("k", jobs.HandlerFunc(func(context.Context, *jobs.Job) error { started <- time.Now(); return nil }))
 	startWorker(t, st, reg, cfg)
-	time.Sleep(400 * time.Millisecond) // idle: polls at 0, 50, 150, 350ms; next at 750
+	// Polls at 0, 50, 150, 350, 750 and 1550ms; then the loop waits until
+	// 3150ms (its lookahead finds nothing).
+	for st.fetches.Load() < 6 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(50 * time.Millisecond)
 	before := st.fetches.Load()
-	runAt := time.Now().Add(time.Second)
+	runAt := time.Now().Add(300 * time.Millisecond)
 	for i := range 200 {
 		enqueue(t, c, jobs.NewJob{Kind: "k", RunAt: runAt.Add(time.Duration(i) * time.Hour)})
 	}
-	// Polls at 750 and 1550ms would be two fetches; the first job is due
-	// at about 1.4s.
+	// Found only at the poll, it would start about 1.2s late.
 	if got := <-started; got.Sub(runAt) < 0 || got.Sub(runAt) > 500*time.Millisecond {
 		t.Errorf("the first scheduled job started %v after its RunAt, want 0 to 500ms", got.Sub(runAt))
 	}
@@ -1577,5 +1581,54 @@ func TestLookaheadDoesNotSpin(t *testing.T) {
 	// At most one fetch per PollInterval: 50 in a second.
 	if n := st.fetches.Load(); n > 75 {
 		t.Errorf("%d fetches in one second with a 20ms PollInterval", n)
+	}
+}
+
+// slowFirstCompleteStore returns from its first Complete call only 2s
+// after the outcomes were written.
+type slowFirstCompleteStore struct {
+	*sqlitestore.Store
+	once sync.Once
+}
+
+func (s *slowFirstCompleteStore) Complete(ctx context.Context, now time.Time, owner string, outcomes []jobs.Outcome) ([]bool, error) {
+	applied, err := s.Store.Complete(ctx, now, owner, outcomes)
+	s.once.Do(func() { time.Sleep(2 * time.Second) })
+	return applied, err
+}
+
+// While the write of a retry's outcome has committed but not returned,
+// the same worker may fetch the job again and finish that attempt too.
+// Recording the first outcome must not drop the new attempt's hold: the
+// second outcome's record then wakes the fetch loop for the third attempt
+// (due at once). Had it been dropped, the third attempt would wait for the
+// loop's next poll, at about 3.2s.
+func TestRecordKeepsNewerHold(t *testing.T) {
+	cfg := fastWorker()
+	cfg.PollInterval, cfg.MaxPollInterval = 50*time.Millisecond, 10*time.Second
+	st := &slowFirstCompleteStore{Store: openStore(t)}
+	c := jobs.NewClient(st, jobs.ClientConfig{})
+	var mu sync.Mutex
+	var starts []time.Time
+	reg := jobs.NewRegistry()
+	reg.Handle("k", jobs.HandlerFunc(func(_ context.Context, j *jobs.Job) error {
+		mu.Lock()
+		starts = append(starts, time.Now())
+		mu.Unlock()
+		if j.Attempt < 3 {
+			return errors.New("again")
+		}
+		return nil
+	}))
+	j := enqueue(t, c, jobs.NewJob{Kind: "k", MaxAttempts: 3, BackoffMin: time.Microsecond, BackoffMax: time.Microsecond})
+	startWorker(t, st, reg, cfg)
+	waitState(t, c, j.ID, jobs.StateSucceeded)
+	mu.Lock()
+	defer mu.Unlock()
+	if len(starts) != 3 {
+		t.Fatalf("%d attempts, want 3", len(starts))
+	}
+	if d := starts[2].Sub(starts[0]); d > 2500*time.Millisecond {
+		t.Errorf("the third attempt started %v after the first, want about 2s (the slow write), not the next poll", d)
 	}
 }

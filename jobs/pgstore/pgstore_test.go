@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -723,6 +724,35 @@ func TestNotifier(t *testing.T) {
 	wantNotification(t, ch, `the retry of a job in "sr" at `+later.String(), func(n jobs.Notification) bool {
 		return n.Queue == "sr" && n.At.UnixNano() == later.UnixNano()
 	})
+	// When some of the jobs are due now, the notification says so (no At),
+	// whether they are inserted or retried together with later ones.
+	var seen jobs.Notification
+	first := func(q string) func(jobs.Notification) bool {
+		return func(n jobs.Notification) bool { seen = n; return n.Queue == q }
+	}
+	mustEnqueue(t, other, now, "mq", jobs.NewJob{Kind: "k", RunAt: later}, jobs.NewJob{Kind: "k"})
+	if wantNotification(t, ch, `jobs in queue "mq"`, first("mq")); !seen.At.IsZero() {
+		t.Errorf("an insert with a job due now notified %+v, want no At", seen)
+	}
+	js, err = other.Fetch(context.Background(), now, "mq", "w", 2, time.Minute)
+	if err != nil || len(js) != 1 {
+		t.Fatalf("Fetch: %v, %v", js, err)
+	}
+	mustEnqueue(t, other, now, "mr", jobs.NewJob{Kind: "k"}, jobs.NewJob{Kind: "k"})
+	wantNotification(t, ch, `jobs in queue "mr"`, func(n jobs.Notification) bool { return n.Queue == "mr" && n.At.IsZero() })
+	js, err = other.Fetch(context.Background(), now, "mr", "w", 2, time.Minute)
+	if err != nil || len(js) != 2 {
+		t.Fatalf("Fetch: %v, %v", js, err)
+	}
+	if _, err := other.Complete(context.Background(), now, "w", []jobs.Outcome{
+		{Attempt: jobs.Attempt{ID: js[0].ID, Attempt: 1}, Kind: jobs.Retry, RunAt: later, Error: "later"},
+		{Attempt: jobs.Attempt{ID: js[1].ID, Attempt: 1}, Kind: jobs.Retry, RunAt: now, Error: "now"},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if wantNotification(t, ch, `the retries in "mr"`, first("mr")); !seen.At.IsZero() {
+		t.Errorf("retries with one due now notified %+v, want no At", seen)
+	}
 
 	// A retried job is due again while the same Complete cancels more
 	// waiting jobs of its queue (a group's, because another job failed):
@@ -1418,15 +1448,28 @@ func TestParseNotification(t *testing.T) {
 	}
 }
 
+// fetchCounter counts a Store's Fetch calls; embedding the *Store keeps its
+// optional interfaces visible to a worker.
+type fetchCounter struct {
+	*Store
+	n atomic.Int64
+}
+
+func (s *fetchCounter) Fetch(ctx context.Context, now time.Time, queue, owner string, limit int, lease time.Duration) ([]*jobs.Job, error) {
+	defer s.n.Add(1)
+	return s.Store.Fetch(ctx, now, queue, owner, limit, lease)
+}
+
 // A job scheduled for later by another node starts on time on an idle
 // worker: the insert's notification carries its RunAt (schema step 4).
-// Without it the worker, polling at 0, 20, 60, 140, 300, 620, 1260 and
-// 2540ms, would find the job due at about 1.6s only at 2.54s.
+// The worker polls at 0, 20, 60, 140, 300, 620, 1260 and 2540ms; the job,
+// enqueued after the seventh poll and due 300ms later, would otherwise be
+// found only at the eighth, some 900ms late.
 func TestScheduledJobAcrossNodes(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	u, schema := testURL(t), freshSchema(t)
-	a, b := openAt(t, u, schema, Config{}), openAt(t, u, schema, Config{})
+	a, b := openAt(t, u, schema, Config{}), &fetchCounter{Store: openAt(t, u, schema, Config{})}
 	started := make(chan time.Time, 1)
 	reg := jobs.NewRegistry()
 	reg.Handle("k", jobs.HandlerFunc(func(context.Context, *jobs.Job) error { started <- time.Now(); return nil }))
@@ -1444,7 +1487,10 @@ func TestScheduledJobAcrossNodes(t *testing.T) {
 			t.Errorf("Stop: %v", err)
 		}
 	})
-	time.Sleep(1300 * time.Millisecond) // idle, in the wait that ends at 2540ms
+	for b.n.Load() < 7 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(50 * time.Millisecond) // its lookahead found nothing: in the wait that ends at 2540ms
 	runAt := time.Now().Add(300 * time.Millisecond)
 	mustEnqueue(t, a, time.Now(), "q", jobs.NewJob{Kind: "k", RunAt: runAt})
 	select {
