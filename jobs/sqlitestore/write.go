@@ -490,6 +490,16 @@ func (s *Store) completeBulkTx(ctx context.Context, tx *sql.Tx, nowNS int64, own
 		}
 	}
 	rows, err := tx.StmtContext(ctx, s.stmts.succeededBatchReturning).QueryContext(ctx, string(buf), nowNS, owner)
+	return eachID(rows, err, func(id int64) {
+		if i, ok := index[id]; ok {
+			applied[i] = true
+		}
+	})
+}
+
+// eachID calls f with each ID that rows, the result of a query (and
+// err, its error), returns, and closes rows.
+func eachID(rows *sql.Rows, err error, f func(int64)) error {
 	if err != nil {
 		return err
 	}
@@ -499,9 +509,7 @@ func (s *Store) completeBulkTx(ctx context.Context, tx *sql.Tx, nowNS int64, own
 		if err := rows.Scan(&id); err != nil {
 			return err
 		}
-		if i, ok := index[id]; ok {
-			applied[i] = true
-		}
+		f(id)
 	}
 	if err := rows.Err(); err != nil {
 		return err
@@ -536,18 +544,7 @@ func (s *Store) cancelGroupTx(ctx context.Context, tx *sql.Tx, group string, job
 		return err
 	}
 	rows, err := tx.StmtContext(ctx, s.stmts.groupCancelRunning).QueryContext(ctx, group, reason, nowNS)
-	if err != nil {
-		return err
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var id int64
-		if err := rows.Scan(&id); err != nil {
-			return err
-		}
-		*canceled = append(*canceled, id)
-	}
-	return rows.Err()
+	return eachID(rows, err, func(id int64) { *canceled = append(*canceled, id) })
 }
 
 // notifyCanceled tells listeners that the cancellation of the running
