@@ -462,7 +462,7 @@ func (w *Worker) Drain(ctx context.Context) error {
 		// come back here and are released too.
 		unstarted, _ := q.pool.Close(ctx)
 		for _, t := range unstarted {
-			w.finish(q, Outcome{Attempt: attemptOf(t.Tag().(*Job)), Kind: Released})
+			w.finish(q, Outcome{Attempt: attemptOf(t.Tag().(*Job)), Kind: Released}, nil)
 		}
 	}
 	return nil
@@ -751,12 +751,12 @@ func (w *Worker) release(q *queueRunner, jobs []*Job, leaseFrom time.Time) {
 	w.mu.Lock()
 	w.stats.Fetched += len(jobs)
 	for _, j := range jobs {
-		w.held[j.ID] = &heldJob{job: j, q: q, until: until}
+		w.replaceHoldLocked(j.ID, &heldJob{job: j, q: q, until: until})
 		q.active++
 	}
 	w.mu.Unlock()
 	for _, j := range jobs {
-		w.finish(q, Outcome{Attempt: attemptOf(j), Kind: Released})
+		w.finish(q, Outcome{Attempt: attemptOf(j), Kind: Released}, nil)
 	}
 }
 
@@ -773,19 +773,19 @@ func (w *Worker) dispatch(q *queueRunner, jobs []*Job, lim *rate.Limiter, leaseF
 			delete(w.early, j.ID)
 			h.stop(errCancelRequested)
 		}
-		w.held[j.ID] = h
+		w.replaceHoldLocked(j.ID, h)
 		q.active++
 	}
 	w.mu.Unlock()
 	for i, j := range jobs {
 		if lim != nil && !w.waitTurn(j, lim) {
 			for _, rest := range jobs[i:] {
-				w.finish(q, Outcome{Attempt: attemptOf(rest), Kind: Released})
+				w.finish(q, Outcome{Attempt: attemptOf(rest), Kind: Released}, nil)
 			}
 			return
 		}
 		if err := q.pool.GoOpts(context.Background(), workpool.Options{Tag: j}, w.runFunc(q, j)); err != nil {
-			w.finish(q, Outcome{Attempt: attemptOf(j), Kind: Released})
+			w.finish(q, Outcome{Attempt: attemptOf(j), Kind: Released}, nil)
 		}
 	}
 }
@@ -890,7 +890,7 @@ func (w *Worker) runFunc(q *queueRunner, j *Job) func(context.Context) error {
 		if w.cfg.OnAttempt != nil && started {
 			w.cfg.OnAttempt(j, o, run)
 		}
-		w.finish(q, o)
+		w.finish(q, o, hold)
 		return nil
 	}
 }
@@ -1017,17 +1017,31 @@ func Backoff(minD, maxD time.Duration, n int) time.Duration {
 	return d/2 + rand.N(d/2+1)
 }
 
-// finish queues an outcome for writing and frees the job's slot.
-func (w *Worker) finish(q *queueRunner, o Outcome) {
+// finish queues an outcome for writing and frees the job's slot. h is the
+// hold of the attempt that produced o; nil means the job's hold now, for a
+// job that never started (its hold is the one dispatch or release made).
+func (w *Worker) finish(q *queueRunner, o Outcome, h *heldJob) {
 	w.mu.Lock()
-	// The job's hold now is this attempt's: this worker cannot fetch the
-	// job again before the outcome is written.
-	o.hold = w.held[o.ID]
+	if h == nil {
+		h = w.held[o.ID]
+	}
+	o.hold = h
 	w.pending = append(w.pending, o)
 	q.active--
 	w.mu.Unlock()
 	signal(q.free)
 	signal(w.flushSignal)
+}
+
+// replaceHoldLocked makes h job id's hold. A hold it replaces is an
+// earlier attempt's whose lease was lost (the job was recovered, and this
+// worker fetched it again): its handler, if still running, is canceled as
+// lost. The caller holds w.mu.
+func (w *Worker) replaceHoldLocked(id int64, h *heldJob) {
+	if old := w.held[id]; old != nil && old != h {
+		old.stop(errLeaseLost)
+	}
+	w.held[id] = h
 }
 
 // dropHoldLocked deletes job id's hold h, unless the job is held anew
@@ -1162,6 +1176,9 @@ func (w *Worker) record(batch []Outcome, applied []bool) {
 		}
 	}
 	w.mu.Unlock()
+	for i := range batch {
+		batch[i].hold = nil // the hook may keep the batch; let the holds go
+	}
 	if w.cfg.OnRecorded != nil {
 		w.cfg.OnRecorded(batch, applied)
 	}

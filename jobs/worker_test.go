@@ -1615,3 +1615,88 @@ func TestRecordKeepsNewerHold(t *testing.T) {
 		t.Errorf("the third attempt started %v after the first, want about 2s (the slow write), not the next poll", d)
 	}
 }
+
+// stallOnceBeatStore blocks the heartbeats that start after armed is set
+// until release is closed (or their ctx ends).
+type stallOnceBeatStore struct {
+	*sqlitestore.Store
+	armed   atomic.Bool
+	release chan struct{}
+}
+
+func (s *stallOnceBeatStore) Heartbeat(ctx context.Context, now time.Time, owner string, held []jobs.Attempt, lease time.Duration) ([]int64, []int64, error) {
+	if s.armed.Load() {
+		select {
+		case <-s.release:
+		case <-ctx.Done():
+			return nil, nil, ctx.Err()
+		}
+	}
+	return s.Store.Heartbeat(ctx, now, owner, held, lease)
+}
+
+// A job whose lease this worker lost (its heartbeat stalled; another
+// node's maintenance recovered the job) and that this worker then fetched
+// again has two attempts here for a while. The older one must neither
+// take the newer one's hold with it when it ends (the newer one would get
+// no heartbeats, and be recovered and run a third time while it runs),
+// nor run on: the new fetch proves its lease is gone.
+func TestRefetchedJobKeepsNewHold(t *testing.T) {
+	cfg := fastWorker()
+	cfg.Lease, cfg.HeartbeatInterval, cfg.MaintenanceInterval = 600*time.Millisecond, 100*time.Millisecond, time.Hour
+	st := &stallOnceBeatStore{Store: openStore(t), release: make(chan struct{})}
+	c := jobs.NewClient(st, jobs.ClientConfig{})
+	first, second, done := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	firstEnded := make(chan error, 1)
+	var secondOnce sync.Once // a later attempt only runs if the test fails
+	reg := jobs.NewRegistry()
+	reg.Handle("k", jobs.HandlerFunc(func(ctx context.Context, j *jobs.Job) error {
+		if j.Attempt == 1 {
+			close(first)
+			select {
+			case <-ctx.Done():
+				firstEnded <- context.Cause(ctx)
+			case <-second: // had it not been stopped, it would end here, "successfully"
+				firstEnded <- nil
+			}
+			return nil
+		}
+		secondOnce.Do(func() { close(second) })
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-done:
+			return nil
+		}
+	}))
+	j := enqueue(t, c, jobs.NewJob{Kind: "k", MaxAttempts: 5})
+	startWorker(t, st, reg, cfg)
+	<-first
+	st.armed.Store(true)
+	time.Sleep(cfg.Lease + 300*time.Millisecond) // the lease runs out while the heartbeat stalls
+	if n, err := st.RecoverLeases(context.Background(), time.Now()); err != nil || n != 1 {
+		t.Fatalf("RecoverLeases = %d, %v; want the job back", n, err)
+	}
+	<-second // fetched again by the same worker
+	select {
+	case cause := <-firstEnded:
+		if cause == nil {
+			t.Errorf("the first attempt ran on after the job was fetched again")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the first attempt did not end")
+	}
+	st.armed.Store(false)
+	close(st.release)
+	// The second attempt's lease must be kept: after two leases' time
+	// nothing is recoverable, and the job is still running, attempt 2.
+	time.Sleep(2 * cfg.Lease)
+	if n, err := st.RecoverLeases(context.Background(), time.Now()); err != nil || n != 0 {
+		t.Errorf("RecoverLeases = %d, %v; want 0: the second attempt's lease lapsed", n, err)
+	}
+	if got, err := c.Get(context.Background(), j.ID); err != nil || got.State != jobs.StateRunning || got.Attempt != 2 {
+		t.Errorf("job = %+v, %v; want running, attempt 2", got, err)
+	}
+	close(done)
+	waitState(t, c, j.ID, jobs.StateSucceeded)
+}
