@@ -767,13 +767,15 @@ func (w *Worker) dispatch(q *queueRunner, jobs []*Job, lim *rate.Limiter, leaseF
 	until := leaseFrom.Add(w.cfg.Lease)
 	w.mu.Lock()
 	w.stats.Fetched += len(jobs)
-	for _, j := range jobs {
+	holds := make([]*heldJob, len(jobs))
+	for i, j := range jobs {
 		h := &heldJob{job: j, q: q, until: until}
 		if _, ok := w.early[j.ID]; ok {
 			delete(w.early, j.ID)
 			h.stop(errCancelRequested)
 		}
 		w.replaceHoldLocked(j.ID, h)
+		holds[i] = h
 		q.active++
 	}
 	w.mu.Unlock()
@@ -784,7 +786,7 @@ func (w *Worker) dispatch(q *queueRunner, jobs []*Job, lim *rate.Limiter, leaseF
 			}
 			return
 		}
-		if err := q.pool.GoOpts(context.Background(), workpool.Options{Tag: j}, w.runFunc(q, j)); err != nil {
+		if err := q.pool.GoOpts(context.Background(), workpool.Options{Tag: j}, w.runFunc(q, j, holds[i])); err != nil {
 			w.finish(q, Outcome{Attempt: attemptOf(j), Kind: Released}, nil)
 		}
 	}
@@ -833,8 +835,8 @@ func (w *Worker) waitTurn(j *Job, lim *rate.Limiter) bool {
 
 func attemptOf(j *Job) Attempt { return Attempt{ID: j.ID, Attempt: j.Attempt} }
 
-// runFunc returns the pool task that runs one attempt of j.
-func (w *Worker) runFunc(q *queueRunner, j *Job) func(context.Context) error {
+// runFunc returns the pool task that runs one attempt of j, held as hold.
+func (w *Worker) runFunc(q *queueRunner, j *Job, hold *heldJob) func(context.Context) error {
 	return func(poolCtx context.Context) error {
 		ctx, cancel := context.WithCancelCause(w.jobsCtx)
 		defer cancel(nil)
@@ -842,12 +844,9 @@ func (w *Worker) runFunc(q *queueRunner, j *Job) func(context.Context) error {
 		stop := context.AfterFunc(poolCtx, func() { cancel(errShutdown) })
 		defer stop()
 		w.mu.Lock()
-		hold := w.held[j.ID]
-		if h := hold; h != nil {
-			h.cancel = cancel
-			if h.pending != nil {
-				cancel(h.pending)
-			}
+		hold.cancel = cancel
+		if hold.pending != nil {
+			cancel(hold.pending)
 		}
 		w.mu.Unlock()
 		if !j.Deadline.IsZero() {
