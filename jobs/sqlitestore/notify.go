@@ -15,8 +15,7 @@ const listenBuffer = 256
 // hub delivers the Store's in-process notifications.
 type hub struct {
 	mu   sync.Mutex
-	subs map[chan jobs.Notification]struct{} // nil once the Store closed
-	done bool                                // the Store closed
+	subs map[chan jobs.Notification]struct{} // made by Open; nil once the Store closed
 }
 
 // Listen implements jobs.Notifier for the calls made through this Store,
@@ -34,12 +33,9 @@ type hub struct {
 func (s *Store) Listen(ctx context.Context) (<-chan jobs.Notification, error) {
 	ch := make(chan jobs.Notification, listenBuffer)
 	s.hub.mu.Lock()
-	if s.hub.done {
+	if s.hub.subs == nil {
 		s.hub.mu.Unlock()
 		return nil, jobs.ErrClosed
-	}
-	if s.hub.subs == nil {
-		s.hub.subs = make(map[chan jobs.Notification]struct{})
 	}
 	s.hub.subs[ch] = struct{}{}
 	s.hub.mu.Unlock()
@@ -74,7 +70,6 @@ func (s *Store) notify(n jobs.Notification) {
 func (s *Store) closeListeners() {
 	s.hub.mu.Lock()
 	defer s.hub.mu.Unlock()
-	s.hub.done = true
 	for ch := range s.hub.subs {
 		close(ch)
 	}

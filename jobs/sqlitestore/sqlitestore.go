@@ -168,6 +168,7 @@ func Open(ctx context.Context, path string, cfg Config) (*Store, error) {
 	w.SetConnMaxIdleTime(0)
 
 	s := &Store{w: w, timeout: cfg.Timeout, closed: make(chan struct{})}
+	s.hub.subs = make(map[chan jobs.Notification]struct{})
 	cctx, cancel := s.callCtx(ctx)
 	defer cancel()
 	// The writer opens (and converts to WAL, creates the schema) first, so

@@ -55,23 +55,20 @@ func (s *Store) Enqueue(ctx context.Context, now time.Time, queue string, nj []j
 	// One notification: due now if any inserted job is, else scheduled for
 	// the earliest (a worker then needs no fetch until that time).
 	var at time.Time
-	inserted := false
+	inserted, due := false, false
 	for _, r := range results {
 		if r.Err != nil || r.Duplicate {
 			continue
 		}
-		runAt := r.Job.RunAt
-		if !runAt.After(now) {
-			runAt = time.Time{}
-		}
-		switch {
-		case !inserted:
-			at = runAt
-		case at.IsZero(): // due now already
-		case runAt.IsZero() || runAt.Before(at):
-			at = runAt
-		}
 		inserted = true
+		if runAt := r.Job.RunAt; !runAt.After(now) {
+			due = true
+		} else if at.IsZero() || runAt.Before(at) {
+			at = runAt
+		}
+	}
+	if due {
+		at = time.Time{}
 	}
 	if inserted {
 		s.notify(jobs.Notification{Queue: queue, At: at})
