@@ -18,7 +18,9 @@ import (
 // the burst adds to it. A pool's ns/task on these workloads therefore
 // follows the length of its bursts, and whatever else runs inside them,
 // such as submitters woken to refill a bounded queue, lengthens the cycle
-// for all 256 workers.
+// for all 256 workers. The subjects are three of BenchmarkPeers': "sluice"
+// with a queue that holds the workload, "sluice-q4096" with one that
+// makes the 1,000 submitters wait and refill it, and pond.
 //
 // Metrics, per iteration, from the task start times: cycles (runs of
 // starts with no gap over 300 µs), period-µs (mean time from one full
@@ -26,14 +28,18 @@ import (
 // burst-µs (median time from a full cycle's first start to its last),
 // wide-bursts (full cycles whose burst is over twice the median: refills,
 // GC, a noisy host), submit-ms (time until every submitter has returned)
-// and, for sluice, waits (submissions that blocked on the full queue,
-// Stats.Waited). The analysis runs after the timed loop, so ns/op is the
-// workload's alone.
+// and, for the sluice subjects, waits (submissions that blocked on the
+// full queue, Stats.Waited). The analysis runs after the timed loop, so
+// ns/op is the workload's alone.
 func BenchmarkCycles(b *testing.B) {
 	for _, sub := range []struct {
 		name string
 		s    subject
-	}{{"sluice", new(sluiceGoSubject)}, {"pond", new(pondSubject)}} {
+	}{
+		{"sluice", new(sluiceGoSubject)},
+		{"sluice-q4096", &sluiceGoSubject{sluiceSubject{queue: smallQueueSize}}},
+		{"pond", new(pondSubject)},
+	} {
 		b.Run(sub.name, func(b *testing.B) {
 			const users, perUser, limit = 1_000, 20, 256
 			var runs []stampedRun

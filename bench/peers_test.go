@@ -19,14 +19,26 @@ import (
 	"github.com/sluicehq/sluice/workpool"
 )
 
-// sluiceQueueSize is the workpool queue bound used by BenchmarkPeers. With
-// the Wait policy a full queue parks the submitter (a wake-up per wait;
-// until cd9658f also an allocation), so a deeper queue means fewer parked
-// submitters and fewer wake-ups. 256, 1024 and 4096 were measured on the
-// 2-core machine described in docs/benchmarks.md (workpool a1d2e69): 4096
-// was never worse and was significantly faster on cpu/100u-1kt (-13%) and
-// io1ms/1ku-20t (-12%) than 256, with 28% and 52% fewer allocations there.
-const sluiceQueueSize = 4096
+// sluiceQueueSize is the workpool queue bound of the "sluice" and
+// "sluice-submit" subjects: large enough to hold the largest burst of the
+// io workloads (20,000 tasks, which 256 workers clear in about 95 ms), the
+// size an operator would give a pool that must absorb such bursts without
+// pushing back. pond, the fastest peer there, queues without a bound by
+// default, so with this size neither makes its submitters wait on the io
+// workloads. The queue is still bounded, and the CPU workloads' submitters
+// still wait on it now and then.
+//
+// What waiting costs is the "sluice-q4096" row: the same pool with the
+// 4,096-slot queue that BenchmarkPeers used until the eighth session
+// (chosen then over 256 and 1,024 by measurement). On io1ms/1ku-20t its
+// 1,000 submitters block on the full queue some 3,900 times per run, and
+// each refill wakes and re-parks them; on the CPU workloads it is the
+// faster of the two, its queue fitting the cache. docs/benchmarks.md has
+// the figures and the history.
+const (
+	sluiceQueueSize = 32768
+	smallQueueSize  = 4096
+)
 
 // queueSize is sluiceQueueSize, or SLUICE_BENCH_QUEUE when set (for
 // experiments; the recorded figures use the constant).
@@ -117,13 +129,18 @@ type subject interface {
 }
 
 type sluiceSubject struct {
-	p  *workpool.Pool
-	fn func(context.Context) error
+	queue int // the pool's QueueSize; zero means queueSize()
+	p     *workpool.Pool
+	fn    func(context.Context) error
 }
 
 func (s *sluiceSubject) start(limit int, ts taskSet) {
 	s.fn = ts.withCtx
-	s.p = workpool.New(workpool.Config{Workers: limit, QueueSize: queueSize(), Policy: workpool.Wait})
+	q := s.queue
+	if q == 0 {
+		q = queueSize()
+	}
+	s.p = workpool.New(workpool.Config{Workers: limit, QueueSize: q, Policy: workpool.Wait})
 }
 
 func (s *sluiceSubject) submit() error {
@@ -138,12 +155,12 @@ func (s *sluiceSubject) stop() error {
 	return err
 }
 
-// sluiceGoSubject ("sluice") uses Pool.Go, workpool's entry point for
-// callers that need no handle: the counterpart of pond's Go, errgroup's Go,
-// conc's Go and ants' Submit used below, none of which returns a handle.
-// With context.Background() the pool recycles the task's memory. The
-// "sluice-submit" row (sluiceSubject) shows what the handle of Submit
-// costs.
+// sluiceGoSubject ("sluice", "sluice-q4096") uses Pool.Go, workpool's
+// entry point for callers that need no handle: the counterpart of pond's
+// Go, errgroup's Go, conc's Go and ants' Submit used below, none of which
+// returns a handle. With context.Background() the pool recycles the task's
+// memory. The "sluice-submit" row (sluiceSubject) shows what the handle of
+// Submit costs.
 type sluiceGoSubject struct{ sluiceSubject }
 
 func (s *sluiceGoSubject) submit() error {
@@ -294,6 +311,7 @@ func BenchmarkPeers(b *testing.B) {
 	}{
 		{"sluice", new(sluiceGoSubject)},
 		{"sluice-submit", new(sluiceSubject)},
+		{"sluice-q4096", &sluiceGoSubject{sluiceSubject{queue: smallQueueSize}}},
 		{"pond", new(pondSubject)},
 		{"ants", new(antsSubject)},
 		{"errgroup", new(errgroupSubject)},
