@@ -24,12 +24,16 @@ import (
 )
 
 const benchUsage = `Usage:
-  sluice bench burn    --db <sqlite:file|postgres://...> [--jobs N] [--concurrency C] [--fetch-batch B]
+  sluice bench burn    --db <sqlite:file|postgres://...> [--jobs N] [--concurrency C] [--fetch-batch B] [--fail F --backoff D]
   sluice bench latency --db <sqlite:file|postgres://...> [--rate R] [--duration D] [--concurrency C] [--enqueuers E]
 
 burn inserts N no-op jobs (printing the insert rate), then starts a worker
 and times from its start until the last job is recorded complete. It ends
 with one line: burn: <N> jobs in <S>s: <X> jobs/s
+With --fail F each job fails its first F attempts and is retried after
+--backoff (jittered, as every backoff: between half of it and all of it):
+a retry storm in which every job runs F+1 times. The line then also gives
+the attempts the handler saw, and their rate.
 
 latency enqueues single jobs at a fixed arrival rate for a duration while a
 worker runs them, and reports the time from just before each Enqueue call
@@ -206,6 +210,9 @@ func runBurn(args []string, stdout, stderr io.Writer) int {
 	insertBatch := fs.Int("insert-batch", 5000, "jobs per enqueue transaction")
 	timeout := fs.Duration("timeout", 20*time.Minute, "give up after this long")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the burn phase to this file")
+	var rs retryStorm
+	fs.IntVar(&rs.fail, "fail", 0, "each job fails this many attempts before it succeeds")
+	fs.DurationVar(&rs.backoff, "backoff", 10*time.Millisecond, "with --fail: the wait before each retry")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -214,6 +221,9 @@ func runBurn(args []string, stdout, stderr io.Writer) int {
 	}
 	if *n <= 0 || *conc <= 0 || *fetch <= 0 || *insertBatch <= 0 {
 		return benchExit(stderr, "burn", fmt.Errorf("%w: --jobs, --concurrency, --fetch-batch and --insert-batch must be positive", errBenchUsage))
+	}
+	if rs.fail < 0 || rs.fail > maxBurnFail || rs.backoff <= 0 {
+		return benchExit(stderr, "burn", fmt.Errorf("%w: --fail must be 0..%d and --backoff positive", errBenchUsage, maxBurnFail))
 	}
 	if err := db.check(); err != nil {
 		return benchExit(stderr, "burn", err)
@@ -224,11 +234,32 @@ func runBurn(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return benchExit(stderr, "burn", err)
 	}
-	err = burn(ctx, stdout, store, *n, *conc, *fetch, *insertBatch, *cpuprofile)
+	err = burn(ctx, stdout, store, *n, *conc, *fetch, *insertBatch, rs, *cpuprofile)
 	return benchExit(stderr, "burn", errors.Join(err, cleanup()))
 }
 
-func burn(ctx context.Context, out io.Writer, store jobs.Store, n, conc, fetchBatch, insertBatch int, cpuprofile string) error {
+// retryStorm makes burn's jobs fail their first attempts (see the usage).
+type retryStorm struct {
+	fail    int
+	backoff time.Duration
+}
+
+// newJob is one of burn's jobs.
+func (rs retryStorm) newJob() jobs.NewJob {
+	if rs.fail == 0 {
+		return jobs.NewJob{Kind: "noop"}
+	}
+	return jobs.NewJob{Kind: "noop", MaxAttempts: rs.fail + 1, BackoffMin: rs.backoff, BackoffMax: rs.backoff}
+}
+
+// maxBurnFail bounds --fail: a storm of more retries per job says nothing
+// more.
+const maxBurnFail = 100
+
+// errBurnFail is the failure of a job's first attempts under --fail.
+var errBurnFail = errors.New("bench: failing as told by --fail")
+
+func burn(ctx context.Context, out io.Writer, store jobs.Store, n, conc, fetchBatch, insertBatch int, rs retryStorm, cpuprofile string) error {
 	client := jobs.NewClient(store, jobs.ClientConfig{})
 	const queue = "burn"
 	if _, err := client.PutQueue(ctx, jobs.QueueConfig{Name: queue, Concurrency: conc, Capacity: n}); err != nil {
@@ -240,7 +271,7 @@ func burn(ctx context.Context, out io.Writer, store jobs.Store, n, conc, fetchBa
 	for i := 0; i < n; i += len(batch) {
 		batch = batch[:0]
 		for j := i; j < n && len(batch) < insertBatch; j++ {
-			batch = append(batch, jobs.NewJob{Kind: "noop"})
+			batch = append(batch, rs.newJob())
 		}
 		if _, err := client.EnqueueMany(ctx, queue, batch); err != nil {
 			return fmt.Errorf("insert: %w", err)
@@ -249,10 +280,16 @@ func burn(ctx context.Context, out io.Writer, store jobs.Store, n, conc, fetchBa
 	el := time.Since(start)
 	fmt.Fprintf(out, "insert: %d jobs in %.2fs: %.0f jobs/s\n", n, el.Seconds(), float64(n)/el.Seconds())
 
-	var done atomic.Int64
+	var done, attempts atomic.Int64
 	finished := make(chan struct{})
 	reg := jobs.NewRegistry()
-	reg.Handle("noop", jobs.HandlerFunc(func(context.Context, *jobs.Job) error { return nil }))
+	reg.Handle("noop", jobs.HandlerFunc(func(_ context.Context, j *jobs.Job) error {
+		attempts.Add(1)
+		if j.Attempt <= rs.fail {
+			return errBurnFail
+		}
+		return nil
+	}))
 	w := jobs.NewWorker(store, reg, jobs.WorkerConfig{
 		Queues:     []string{queue},
 		FetchBatch: fetchBatch,
@@ -298,6 +335,12 @@ func burn(ctx context.Context, out io.Writer, store jobs.Store, n, conc, fetchBa
 	}
 	if st.Waiting != 0 || st.Running != 0 || st.Finished != n {
 		return fmt.Errorf("store disagrees: %+v, want %d finished", st, n)
+	}
+	if rs.fail > 0 {
+		a := attempts.Load()
+		fmt.Fprintf(out, "burn: %d jobs in %.2fs: %.0f jobs/s, %d attempts: %.0f attempts/s\n",
+			n, el.Seconds(), float64(n)/el.Seconds(), a, float64(a)/el.Seconds())
+		return errors.Join(stopErr)
 	}
 	fmt.Fprintf(out, "burn: %d jobs in %.2fs: %.0f jobs/s\n", n, el.Seconds(), float64(n)/el.Seconds())
 	return errors.Join(stopErr)

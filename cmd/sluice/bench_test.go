@@ -13,6 +13,9 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/sluicehq/sluice/jobs"
+	"github.com/sluicehq/sluice/jobs/sqlitestore"
 )
 
 // latencyLine is the line "sluice bench latency" ends with.
@@ -62,6 +65,38 @@ func TestBenchLatencySQLite(t *testing.T) {
 	}
 }
 
+// TestBenchBurnRetryStorm checks that --fail makes every job fail its
+// first attempts and succeed on the last, and that the report counts the
+// attempts.
+func TestBenchBurnRetryStorm(t *testing.T) {
+	path := t.TempDir() + "/burn.db"
+	var out, errOut bytes.Buffer
+	const n, fail = 300, 2
+	args := []string{"bench", "burn", "--db", "sqlite:" + path, "--jobs", strconv.Itoa(n), "--concurrency", "50",
+		"--fail", strconv.Itoa(fail), "--backoff", "1ms"}
+	if code := run(args, &out, &errOut); code != 0 {
+		t.Fatalf("exit %d: %s\n%s", code, errOut.String(), out.String())
+	}
+	if !regexp.MustCompile(`(?m)^burn: 300 jobs in \S+s: \d+ jobs/s, 900 attempts: \d+ attempts/s$`).MatchString(out.String()) {
+		t.Fatalf("unexpected output:\n%s", out.String())
+	}
+	ctx := context.Background()
+	s, err := sqlitestore.Open(ctx, path, sqlitestore.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for id := int64(1); id <= n; id++ {
+		j, err := s.Get(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if j.State != jobs.StateSucceeded || j.Attempt != fail+1 {
+			t.Fatalf("job %d: %s after %d attempts, want succeeded after %d", id, j.State, j.Attempt, fail+1)
+		}
+	}
+}
+
 func TestBenchUsage(t *testing.T) {
 	fresh := "sqlite:" + t.TempDir() + "/x.db"
 	for _, bad := range [][]string{
@@ -78,6 +113,9 @@ func TestBenchUsage(t *testing.T) {
 		{"bench", "burn", "--db", "postgres://127.0.0.1/test", "--schema", "Bad-Name"},
 		{"bench", "burn", "--db", "postgres://127.0.0.1/test", "--schema", "pg_x"},
 		{"bench", "burn", "--db", "mysql://127.0.0.1/test"},
+		{"bench", "burn", "--db", fresh, "--fail", "-1"},
+		{"bench", "burn", "--db", fresh, "--fail", "101"},
+		{"bench", "burn", "--db", fresh, "--fail", "1", "--backoff", "0s"},
 	} {
 		var out, errOut bytes.Buffer
 		if code := run(bad, &out, &errOut); code != 2 {
