@@ -134,11 +134,12 @@ type OutcomeKind int
 const (
 	// Succeeded: the job is done.
 	Succeeded OutcomeKind = iota + 1
-	// Retry: back to waiting with RunAt; the attempt is used. The store
-	// turns it into Failed if the job has no attempts left.
+	// Retry: back to waiting with RunAt; the attempt is used. The worker
+	// reports a failed last attempt as Failed instead; a store still turns
+	// a Retry into Failed if the job has no attempts left.
 	Retry
-	// Failed: the job fails for good (Reason says why when it is not
-	// attempts running out).
+	// Failed: the job fails for good: its last attempt failed, or Reason
+	// says why (a permanent error, say).
 	Failed
 	// Canceled: the job ends canceled (its cancellation was requested).
 	Canceled

@@ -917,7 +917,11 @@ func (w *Worker) logAttempt(j *Job, o Outcome, run time.Duration) {
 	case Retry:
 		w.log.Info("jobs: attempt failed, will retry", append(attrs, "err", o.Error, "run_at", o.RunAt)...)
 	case Failed:
-		w.log.Warn("jobs: failed", append(attrs, "err", o.Error, "reason", o.Reason)...)
+		reason := o.Reason
+		if reason == "" {
+			reason = "no attempts left"
+		}
+		w.log.Warn("jobs: failed", append(attrs, "err", o.Error, "reason", reason)...)
 	default:
 		w.log.Warn("jobs: ended", append(attrs, "outcome", o.Kind.String(), "reason", o.Reason)...)
 	}
@@ -969,6 +973,14 @@ func (w *Worker) classify(j *Job, err, cause error) (Outcome, bool) {
 		o.Kind, o.Error = Retry, err.Error()
 		if errors.Is(cause, errAttemptTimeout) {
 			o.Error = "attempt timeout: " + o.Error
+		}
+		if j.Attempt >= j.MaxAttempts {
+			// The last attempt: the job fails, and hooks, metrics and the
+			// log say so. (The store would turn a Retry into a failure
+			// too, but they would have counted a retry.) No Reason: the
+			// job ran out of attempts.
+			o.Kind = Failed
+			return o, true
 		}
 		o.RunAt = w.cfg.Now().Add(Backoff(j.BackoffMin, j.BackoffMax, j.Attempt))
 		var ra RetryAfterer

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -146,7 +147,19 @@ func TestWorkerRetriesWithBackoffThenFails(t *testing.T) {
 		return jobs.Permanent(errors.New("malformed"))
 	}))
 	reg.Handle("panics", jobs.HandlerFunc(func(ctx context.Context, j *jobs.Job) error { panic("kaboom") }))
-	startWorker(t, st, reg, fastWorker())
+	cfg := fastWorker()
+	var mu sync.Mutex
+	kinds := map[int64][]jobs.OutcomeKind{} // the outcomes recorded per job, in order
+	cfg.OnRecorded = func(os []jobs.Outcome, applied []bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		for i, o := range os {
+			if applied[i] {
+				kinds[o.ID] = append(kinds[o.ID], o.Kind)
+			}
+		}
+	}
+	w := startWorker(t, st, reg, cfg)
 	flaky := enqueue(t, c, jobs.NewJob{Kind: "flaky", MaxAttempts: 3, BackoffMin: time.Millisecond, BackoffMax: 5 * time.Millisecond})
 	bad := enqueue(t, c, jobs.NewJob{Kind: "bad", MaxAttempts: 3})
 	pan := enqueue(t, c, jobs.NewJob{Kind: "panics", MaxAttempts: 1})
@@ -164,6 +177,29 @@ func TestWorkerRetriesWithBackoffThenFails(t *testing.T) {
 	}
 	if j := waitState(t, c, unknown.ID, jobs.StateFailed); !strings.Contains(j.LastError, "no handler") {
 		t.Fatalf("unknown kind: %q", j.LastError)
+	}
+	// The last failed attempt is recorded as a failure, not as a retry
+	// that the store then turned into one: hooks and metrics see it so.
+	for deadline := time.Now().Add(5 * time.Second); w.Stats().Recorded[jobs.Failed] < 4; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("Stats: %d failures recorded, want 4", w.Stats().Recorded[jobs.Failed])
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	want := map[int64][]jobs.OutcomeKind{
+		flaky.ID:   {jobs.Retry, jobs.Retry, jobs.Failed},
+		bad.ID:     {jobs.Failed},
+		pan.ID:     {jobs.Failed},
+		unknown.ID: {jobs.Failed},
+	}
+	for id, k := range want {
+		if !slices.Equal(kinds[id], k) {
+			t.Errorf("job %d recorded %v, want %v", id, kinds[id], k)
+		}
+	}
+	if got := w.Stats().Recorded[jobs.Retry]; got != 2 {
+		t.Errorf("Stats: %d retries recorded, want 2", got)
 	}
 }
 
