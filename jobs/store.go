@@ -56,8 +56,9 @@ type Store interface {
 	// Complete records outcomes. Each outcome is fenced: it applies only if
 	// the job is still running under the same Attempt and owner; applied[i]
 	// reports whether outcomes[i] did. A job whose cancellation was
-	// requested never goes back to waiting: Retry and Released end it
-	// StateCanceled (and so does RecoverLeases). A final failure of a job with
+	// requested ends StateCanceled unless it succeeded or expired: Retry,
+	// Released and Failed end it so, keeping Cancel's reason (and so does
+	// RecoverLeases); it is not a failure of its group. A final failure of a job with
 	// CancelGroupOnFailure cancels, in the same transaction, the group's
 	// waiting jobs and requests cancellation of its running ones.
 	Complete(ctx context.Context, now time.Time, owner string, outcomes []Outcome) (applied []bool, err error)

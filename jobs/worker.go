@@ -862,6 +862,9 @@ func (w *Worker) runFunc(q *queueRunner, j *Job, hold *heldJob) func(context.Con
 		start := time.Now()
 		var err error
 		started := ctx.Err() == nil
+		// The outcome is decided from the job as fetched: a handler that
+		// changes its *Job (MaxAttempts, say) cannot change it.
+		fetched := *j
 		if started {
 			err = w.callHandler(ctx, j)
 		} else {
@@ -871,7 +874,7 @@ func (w *Worker) runFunc(q *queueRunner, j *Job, hold *heldJob) func(context.Con
 			// handler is not called.
 			err = context.Cause(ctx)
 		}
-		o, ok := w.classify(j, err, context.Cause(ctx))
+		o, ok := w.classify(&fetched, err, context.Cause(ctx))
 		if !ok { // lease lost: whatever we write would be fenced off
 			if !started {
 				w.mu.Lock()

@@ -147,6 +147,10 @@ func TestWorkerRetriesWithBackoffThenFails(t *testing.T) {
 		return jobs.Permanent(errors.New("malformed"))
 	}))
 	reg.Handle("panics", jobs.HandlerFunc(func(ctx context.Context, j *jobs.Job) error { panic("kaboom") }))
+	reg.Handle("meddles", jobs.HandlerFunc(func(ctx context.Context, j *jobs.Job) error {
+		j.MaxAttempts = 100 // the outcome is decided from the job as fetched
+		return errors.New("meddled")
+	}))
 	cfg := fastWorker()
 	var mu sync.Mutex
 	kinds := map[int64][]jobs.OutcomeKind{} // the outcomes recorded per job, in order
@@ -164,6 +168,7 @@ func TestWorkerRetriesWithBackoffThenFails(t *testing.T) {
 	bad := enqueue(t, c, jobs.NewJob{Kind: "bad", MaxAttempts: 3})
 	pan := enqueue(t, c, jobs.NewJob{Kind: "panics", MaxAttempts: 1})
 	unknown := enqueue(t, c, jobs.NewJob{Kind: "nobody-handles-this"})
+	meddles := enqueue(t, c, jobs.NewJob{Kind: "meddles", MaxAttempts: 1})
 
 	j := waitState(t, c, flaky.ID, jobs.StateFailed)
 	if j.Attempt != 3 || attempts.Load() != 3 || j.LastError != "dependency down" {
@@ -180,18 +185,34 @@ func TestWorkerRetriesWithBackoffThenFails(t *testing.T) {
 	}
 	// The last failed attempt is recorded as a failure, not as a retry
 	// that the store then turned into one: hooks and metrics see it so.
-	for deadline := time.Now().Add(5 * time.Second); w.Stats().Recorded[jobs.Failed] < 4; time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("Stats: %d failures recorded, want 4", w.Stats().Recorded[jobs.Failed])
+	waitState(t, c, meddles.ID, jobs.StateFailed)
+	// OnRecorded runs after the store wrote the outcomes and Stats
+	// counted them: wait for it to have seen the five failures.
+	failures := func() (n int) {
+		for _, ks := range kinds {
+			n += len(slices.DeleteFunc(slices.Clone(ks), func(k jobs.OutcomeKind) bool { return k != jobs.Failed }))
 		}
+		return n
 	}
 	mu.Lock()
 	defer mu.Unlock()
+	for deadline := time.Now().Add(5 * time.Second); failures() < 5; {
+		if time.Now().After(deadline) {
+			t.Fatalf("OnRecorded saw %v, want 5 failures", kinds)
+		}
+		mu.Unlock()
+		time.Sleep(time.Millisecond)
+		mu.Lock()
+	}
+	if got := w.Stats().Recorded[jobs.Failed]; got != 5 {
+		t.Errorf("Stats: %d failures recorded, want 5", got)
+	}
 	want := map[int64][]jobs.OutcomeKind{
 		flaky.ID:   {jobs.Retry, jobs.Retry, jobs.Failed},
 		bad.ID:     {jobs.Failed},
 		pan.ID:     {jobs.Failed},
 		unknown.ID: {jobs.Failed},
+		meddles.ID: {jobs.Failed},
 	}
 	for id, k := range want {
 		if !slices.Equal(kinds[id], k) {

@@ -237,14 +237,15 @@ const (
 
 	// Complete: every outcome kind in one statement. $1 ids, $2 owner,
 	// $3 attempts, $4 kinds, $5 run at (Retry), $6 errors, $7 reasons,
-	// $8 now. A Retry or Released outcome of a job whose cancellation was
-	// requested ends it canceled; a Retry of the last attempt fails it.
+	// $8 now. A Retry, Released or Failed outcome of a job whose
+	// cancellation was requested ends it canceled (keeping Cancel's
+	// reason); a Retry of the last attempt fails it.
 	// Each job may appear once.
 	sqlComplete = `UPDATE {s}.jobs j SET
 	state = CASE o.kind
 		WHEN 1 THEN 'succeeded'
 		WHEN 2 THEN CASE WHEN j.cancel_requested THEN 'canceled' WHEN j.attempt >= j.max_attempts THEN 'failed' ELSE 'waiting' END
-		WHEN 3 THEN 'failed'
+		WHEN 3 THEN CASE WHEN j.cancel_requested THEN 'canceled' ELSE 'failed' END
 		WHEN 4 THEN 'canceled'
 		WHEN 5 THEN CASE WHEN j.cancel_requested THEN 'canceled' ELSE 'waiting' END
 		ELSE 'expired' END,
@@ -258,7 +259,7 @@ const (
 	attempt = CASE WHEN o.kind = 5 THEN j.attempt - 1 ELSE j.attempt END,
 	last_error = CASE WHEN o.kind IN (2, 3) THEN o.error ELSE j.last_error END,
 	reason = CASE o.kind
-		WHEN 3 THEN o.reason
+		WHEN 3 THEN CASE WHEN j.cancel_requested THEN j.reason ELSE o.reason END
 		WHEN 4 THEN CASE WHEN o.reason <> '' THEN o.reason ELSE j.reason END
 		WHEN 6 THEN CASE WHEN o.reason <> '' THEN o.reason ELSE 'deadline passed while running' END
 		ELSE j.reason END,

@@ -246,8 +246,10 @@ const (
 		AND jobs.lease_owner = ?3 AND jobs.state = 'running'`
 	sqlSucceededBatchReturning = sqlSucceededBatch + ` RETURNING jobs.id`
 
-	// ?5 error, ?6 reason.
-	sqlFailed = `UPDATE jobs SET state = 'failed', last_error = ?5, reason = ?6, finished_at = ?4,
+	// ?5 error, ?6 reason. A job whose cancellation was requested ends
+	// canceled, keeping the reason Cancel stored.
+	sqlFailed = `UPDATE jobs SET state = CASE WHEN cancel_requested <> 0 THEN 'canceled' ELSE 'failed' END,
+	last_error = ?5, reason = CASE WHEN cancel_requested <> 0 THEN reason ELSE ?6 END, finished_at = ?4,
 	updated_at = ?4, lease_owner = NULL, lease_expires_at = NULL ` + fenced + completeReturning
 
 	// ?5 reason; an empty one keeps the reason Cancel stored.

@@ -145,23 +145,38 @@ var cancelTests = []subtest{
 	}},
 	{"RequestedNeverReturnsToWaiting", func(h *h) {
 		// A job whose cancellation was requested while it ran ends
-		// canceled whether its worker reports Retry or Released or dies
-		// (lease recovery): the cancel is never lost.
-		h.enqueue(T0, "q", job("q"), job("q"), job("q"))
-		js := h.fetch(T0, "q", "w", 3, time.Second)
-		if len(js) != 3 {
-			h.t.Fatalf("fetched %d jobs, want 3", len(js))
+		// canceled whether its worker reports Retry, Released or Failed
+		// (its last attempt failed, or a permanent error, before the
+		// worker learned of the request) or dies (lease recovery): the
+		// cancel is never lost. A failure after the request keeps
+		// Cancel's reason, records its error, and is no failure of the
+		// job's group.
+		cg := job("q")
+		cg.Group, cg.CancelGroupOnFailure = "g", true
+		h.enqueue(T0, "q", job("q"), job("q"), job("q"), cg)
+		js := h.fetch(T0, "q", "w", 4, time.Second)
+		if len(js) != 4 {
+			h.t.Fatalf("fetched %d jobs, want 4", len(js))
 		}
+		sibling := job("q")
+		sibling.Group = "g"
+		sib := h.enqueue1(T0, sibling) // waiting: a group failure would cancel it
 		for _, j := range js {
 			h.cancel(at(100*time.Millisecond), j.ID, "user asked")
 		}
 		retry := ok(js[0], jobs.Retry)
 		retry.RunAt, retry.Error = at(time.Second), "boom"
-		h.completeOK(at(200*time.Millisecond), "w", retry, ok(js[1], jobs.Released))
+		failed := ok(js[3], jobs.Failed)
+		failed.Error, failed.Reason = "last attempt failed", "permanent error"
+		h.completeOK(at(200*time.Millisecond), "w", retry, ok(js[1], jobs.Released), failed)
 		h.recover(at(2 * time.Second)) // js[2]'s lease expired
 		for _, j := range js {
 			h.wantState(j.ID, jobs.StateCanceled)
 		}
+		if got := h.get(js[3].ID); got.Reason != "user asked" || got.LastError != "last attempt failed" {
+			h.t.Errorf("failed after a cancel request = %s, want reason %q and last error %q", show(got), "user asked", "last attempt failed")
+		}
+		h.wantState(sib.ID, jobs.StateWaiting)
 	}},
 	{"RequestedThenSucceeded", func(h *h) {
 		// A handler that finishes its work although its cancellation was
