@@ -953,7 +953,7 @@ func (w *Worker) classify(j *Job, err, cause error) (Outcome, bool) {
 	case err == nil:
 		o.Kind = Succeeded
 	case errors.Is(cause, errCancelRequested):
-		o.Kind, o.Reason = Canceled, "canceled by request"
+		o.Kind = Canceled // no Reason: the store keeps the one the request gave
 	case errors.Is(cause, errShutdown):
 		o.Kind = Released
 	case errors.Is(cause, errJobDeadline):

@@ -371,8 +371,15 @@ func TestGroupCancelsOnFailure(t *testing.T) {
 	later := enqueue(t, c, jobs.NewJob{Kind: "wait", Group: "g1", RunAt: time.Now().Add(time.Hour)})
 	startWorker(t, st, reg, fastWorker())
 	waitState(t, c, failer.ID, jobs.StateFailed)
-	waitState(t, c, waiter.ID, jobs.StateCanceled)
-	waitState(t, c, later.ID, jobs.StateCanceled)
+	w := waitState(t, c, waiter.ID, jobs.StateCanceled)
+	l := waitState(t, c, later.ID, jobs.StateCanceled)
+	// Both say why: the running one keeps the reason its cancellation
+	// was requested with, as the waiting one does.
+	for _, j := range []*jobs.Job{w, l} {
+		if !strings.Contains(j.Reason, "g1") || !strings.Contains(j.Reason, "failed") {
+			t.Errorf("job %d canceled with reason %q, want the group's", j.ID, j.Reason)
+		}
+	}
 	g, err := c.Group(context.Background(), "g1")
 	if err != nil || !g.Done || g.Succeeded || g.Counts[jobs.StateCanceled] != 2 || g.Counts[jobs.StateFailed] != 1 {
 		t.Fatalf("group %+v, %v", g, err)
