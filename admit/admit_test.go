@@ -485,7 +485,14 @@ func TestDeadlineHeader(t *testing.T) {
 			t.Errorf("disabled header: %d %v", rec.Code, hasDeadline)
 		}
 
-		for _, v := range []string{"", "soon", "250", "1 s", "2s ", "1.5", "2026-13-01T00:00:00Z", "2026-01-02 15:04:05Z", "2026-01-02T15:04:05"} {
+		// A bare integer counts milliseconds, as httptarget sends it.
+		for v, want := range map[string]time.Duration{"250": 250 * time.Millisecond, "29999": 29999 * time.Millisecond, "007": 7 * time.Millisecond} {
+			if rec := serve(h, request("/", "", "Sluice-Deadline", v)); rec.Code != 200 || !hasDeadline || !got.Equal(now.Add(want)) {
+				t.Errorf("%q: status %d, deadline %v, want %v", v, rec.Code, got, now.Add(want))
+			}
+		}
+
+		for _, v := range []string{"", "soon", "+250", "1 s", "2s ", "1.5", "1234567890123", "2026-13-01T00:00:00Z", "2026-01-02 15:04:05Z", "2026-01-02T15:04:05"} {
 			rec := serve(h, request("/", "", "Sluice-Deadline", v))
 			expectRefusal(t, rec, 400, "bad_deadline", false)
 			if hasDeadline {

@@ -24,8 +24,8 @@
 //
 // The class comes from the Sluice-Priority header (critical, default or
 // sheddable; missing means default) and the deadline from the
-// Sluice-Deadline header (a Go duration such as 250ms, or an RFC 3339
-// timestamp). Refusals are answered before the request body is read, with
+// Sluice-Deadline header (a Go duration such as 250ms, a bare integer of
+// milliseconds such as 250, or an RFC 3339 timestamp). Refusals are answered before the request body is read, with
 // a JSON body {"error":{"code":...,"message":...}}:
 //
 //	400 bad_priority, bad_deadline   a header could not be parsed

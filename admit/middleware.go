@@ -141,9 +141,11 @@ func RetryAfterSeconds(d time.Duration) int {
 }
 
 // ParseDeadline parses a deadline header value against the arrival time
-// now: a Go duration ("250ms", "2s", "1m30s"; see time.ParseDuration) is
-// relative to now, an RFC 3339 timestamp ("2026-01-02T15:04:05Z", with
-// optional fractional seconds and any offset) is absolute. The result may
+// now: a Go duration ("250ms", "2s", "1m30s"; see time.ParseDuration) or a
+// bare integer, which counts milliseconds ("250", as the Sluice-Deadline
+// header of httptarget's requests carries it), is relative to now; an RFC
+// 3339 timestamp ("2026-01-02T15:04:05Z", with optional fractional seconds
+// and any offset) is absolute. The result may
 // be at or before now (a duration of zero or less, or a past timestamp):
 // the middleware answers such requests 504. Anything else is an error that
 // matches ErrBadDeadline.
@@ -154,7 +156,7 @@ func ParseDeadline(v string, now time.Time) (time.Time, error) {
 	if t, ok := parseDeadline(v, now); ok {
 		return t, nil
 	}
-	return time.Time{}, fmt.Errorf("%w: %q is neither a Go duration nor an RFC 3339 timestamp", ErrBadDeadline, v)
+	return time.Time{}, fmt.Errorf("%w: %q is neither a Go duration, milliseconds, nor an RFC 3339 timestamp", ErrBadDeadline, v)
 }
 
 // parseDeadline is ParseDeadline without the error. Timestamps are told
@@ -165,11 +167,31 @@ func parseDeadline(v string, now time.Time) (time.Time, bool) {
 		t, err := time.Parse(time.RFC3339Nano, v)
 		return t, err == nil
 	}
+	if ms, ok := parseMillis(v); ok {
+		return now.Add(time.Duration(ms) * time.Millisecond), true
+	}
 	d, err := time.ParseDuration(v)
 	if err != nil {
 		return time.Time{}, false
 	}
 	return now.Add(d), true
+}
+
+// parseMillis parses v as a count of milliseconds: 1 to 12 ASCII digits
+// (up to about 31 years), nothing else.
+func parseMillis(v string) (int64, bool) {
+	if len(v) == 0 || len(v) > 12 {
+		return 0, false
+	}
+	var n int64
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int64(c-'0')
+	}
+	return n, true
 }
 
 // refusalBodies renders every refusal body once, so that refusing costs

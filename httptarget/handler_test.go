@@ -19,6 +19,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/sluicehq/sluice/admit"
 	"github.com/sluicehq/sluice/httptarget"
 	"github.com/sluicehq/sluice/jobs"
 )
@@ -115,6 +116,11 @@ func TestSuccessSendsPayloadAndHeaders(t *testing.T) {
 	ms, err := strconv.Atoi(s.header.Get("Sluice-Deadline"))
 	if err != nil || ms <= 0 || ms > 10_000 {
 		t.Errorf("Sluice-Deadline = %q, want milliseconds in (0, 10000]", s.header.Get("Sluice-Deadline"))
+	}
+	// A Sluice server on the other end reads it as the same deadline.
+	now := time.Now()
+	if dl, err := admit.ParseDeadline(s.header.Get("Sluice-Deadline"), now); err != nil || !dl.Equal(now.Add(time.Duration(ms)*time.Millisecond)) {
+		t.Errorf("admit.ParseDeadline(%q) = %v, %v", s.header.Get("Sluice-Deadline"), dl, err)
 	}
 
 	// The job's own idempotency key wins over the derived one.

@@ -473,7 +473,7 @@ func TestE2EAPIGuards(t *testing.T) {
 			{"POST", "/v1/queues/" + long + "/jobs", `{"kind":"x"}`, nil, 400, "invalid_request", "queue"},
 			{"GET", enq, ``, nil, 405, "method_not_allowed", ""},
 			{"POST", enq, `{"kind":"x"}`, map[string]string{"Sluice-Priority": "urgent"}, 400, "bad_priority", ""},
-			{"POST", enq, `{"kind":"x"}`, map[string]string{"Sluice-Deadline": "5"}, 400, "bad_deadline", ""},
+			{"POST", enq, `{"kind":"x"}`, map[string]string{"Sluice-Deadline": "5 s"}, 400, "bad_deadline", ""},
 			{"POST", enq, `{"kind":"x"}`, map[string]string{"Sluice-Deadline": "-1s"}, 504, "deadline_exceeded", ""},
 			// GET /v1/jobs/{id}
 			{"GET", "/v1/jobs/abc", ``, nil, 400, "invalid_request", "id"},
