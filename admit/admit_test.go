@@ -120,6 +120,9 @@ func expectRefusal(t *testing.T, rec *httptest.ResponseRecorder, status int, cod
 	if got, _ := errorBody(t, rec); got != code {
 		t.Errorf("code = %q, want %q", got, code)
 	}
+	if cc := rec.Header().Get("Cache-Control"); cc != "no-store" {
+		t.Errorf("Cache-Control = %q, want no-store", cc)
+	}
 	ra := rec.Header().Get("Retry-After")
 	if !retry {
 		if ra != "" {

@@ -118,17 +118,18 @@ func (l *Limiter) refuseEvent(r *http.Request, c Class, g grant) {
 	}
 }
 
-// writeRefusal writes the refusal response. Its only allocation is the
-// backing array of the header values.
+// writeRefusal writes the refusal response, which no cache may keep. Its
+// only allocation is the backing array of the header values.
 func (l *Limiter) writeRefusal(w http.ResponseWriter, c Class, why Reason, retryAfter time.Duration) {
 	h := w.Header()
-	vals := make([]string, 3)
-	vals[0], vals[1] = "application/json", "nosniff"
+	vals := make([]string, 4)
+	vals[0], vals[1], vals[2] = "application/json", "nosniff", "no-store"
 	h["Content-Type"] = vals[0:1:1]
 	h["X-Content-Type-Options"] = vals[1:2:2]
+	h["Cache-Control"] = vals[2:3:3]
 	if retryAfter > 0 {
-		vals[2] = strconv.Itoa(RetryAfterSeconds(retryAfter))
-		h["Retry-After"] = vals[2:3:3]
+		vals[3] = strconv.Itoa(RetryAfterSeconds(retryAfter))
+		h["Retry-After"] = vals[3:4:4]
 	}
 	w.WriteHeader(reasonInfo[why].status)
 	_, _ = w.Write(l.bodies[why][c]) // an error means the client has gone: nothing to do

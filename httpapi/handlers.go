@@ -256,6 +256,7 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 
 // metrics serves GET /metrics with Config.Metrics.
 func (s *Server) metrics(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Cache-Control", "no-store")
 	s.cfg.Metrics.ServeHTTP(w, r)
 }
 

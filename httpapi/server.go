@@ -134,6 +134,25 @@ func (s *Server) wrap(rt route) http.HandlerFunc {
 	}
 }
 
+// Authenticate returns next behind the API's authentication: when the
+// server has a Token, a request for a path the token protects (under /v1/,
+// and /metrics) that does not carry it is answered 401 here, before next
+// sees it. Put it outside other middleware (admission control, say), so
+// that an unauthenticated client learns nothing from it. The API's own
+// routes check the token too, so the API is safe without it.
+func (s *Server) Authenticate(next http.Handler) http.Handler {
+	if s.cfg.Token == "" {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if (strings.HasPrefix(r.URL.Path, "/v1/") || r.URL.Path == "/metrics") && !s.authorized(r) {
+			s.fail(w, r, errUnauthorized)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
 // authorized reports whether r carries the bearer token. Both sides are
 // hashed first so that the comparison takes the same time whatever the
 // lengths.

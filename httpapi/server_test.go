@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -497,5 +498,52 @@ func TestOverHTTP(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("HEAD /healthz: %d", resp.StatusCode)
+	}
+}
+
+// TestAuthenticate: the middleware answers 401 for the token's paths
+// before next sees the request, passes the others and authorized ones
+// through, and is next itself when there is no token.
+func TestAuthenticate(t *testing.T) {
+	e := newEnv(t, Config{Token: "s3cret"})
+	var reached []string
+	next := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		reached = append(reached, r.URL.Path)
+		w.WriteHeader(http.StatusTeapot)
+	})
+	h := e.srv.Authenticate(next)
+	serve := func(path, auth string) int {
+		req := httptest.NewRequest("GET", path, nil)
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		return rec.Code
+	}
+	for _, path := range []string{"/v1/jobs", "/v1/nothing", "/metrics"} {
+		if code := serve(path, ""); code != http.StatusUnauthorized {
+			t.Errorf("%s without the token: %d, want 401", path, code)
+		}
+		if code := serve(path, "Bearer wrong"); code != http.StatusUnauthorized {
+			t.Errorf("%s with another token: %d, want 401", path, code)
+		}
+		if code := serve(path, "Bearer s3cret"); code != http.StatusTeapot {
+			t.Errorf("%s with the token: %d, want next's answer", path, code)
+		}
+	}
+	for _, path := range []string{"/healthz", "/readyz", "/elsewhere"} {
+		if code := serve(path, ""); code != http.StatusTeapot {
+			t.Errorf("%s without the token: %d, want next's answer", path, code)
+		}
+	}
+	if want := []string{"/v1/jobs", "/v1/nothing", "/metrics", "/healthz", "/readyz", "/elsewhere"}; !slices.Equal(reached, want) {
+		t.Errorf("next saw %v, want %v", reached, want)
+	}
+	open := newEnv(t, Config{})
+	rec := httptest.NewRecorder()
+	open.srv.Authenticate(next).ServeHTTP(rec, httptest.NewRequest("GET", "/v1/jobs", nil))
+	if rec.Code != http.StatusTeapot {
+		t.Errorf("without a token configured: %d, want next's answer", rec.Code)
 	}
 }

@@ -395,7 +395,10 @@ func TestE2EAPIGuards(t *testing.T) {
 				{"wrong token", "Bearer not-the-token", `error="invalid_token"`},
 				{"other scheme", "Basic " + token, `Bearer realm="sluice"`},
 			} {
-				r := s.request(t, e.method, e.path, body, map[string]string{"Authorization": c.auth})
+				// Headers that admission control would refuse (400
+				// bad_priority, 504 deadline_exceeded) if it came first.
+				r := s.request(t, e.method, e.path, body, map[string]string{"Authorization": c.auth,
+					"Sluice-Priority": "urgent", "Sluice-Deadline": "0s"})
 				if r.Status != http.StatusUnauthorized || r.errorBody().Error.Code != "unauthorized" ||
 					!strings.Contains(r.Header.Get("WWW-Authenticate"), c.challenge) {
 					t.Errorf("%s %s with %s: %s, WWW-Authenticate %q; want 401 unauthorized with %s",
@@ -762,5 +765,52 @@ func TestE2EProbesAnswerJSON(t *testing.T) {
 	}
 	if code, ok := s.wait(15 * time.Second); !ok || code != 0 {
 		t.Errorf("exit after SIGTERM: %d (exited %v), want 0", code, ok)
+	}
+}
+
+// TestE2EMetricsBypassAdmission: while admission control refuses the API
+// for want of slots, /metrics, /healthz and /readyz still answer, and
+// refusals are not cacheable.
+func TestE2EMetricsBypassAdmission(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, serverOpts{queues: "default", extra: []string{"--max-in-flight", "1"}})
+	if r := s.request(t, "PUT", "/v1/queues/hold", map[string]any{"capacity": 1, "paused": true, "policy": "wait", "max_wait": "5s"}, nil); r.Status != http.StatusOK {
+		t.Fatalf("PUT queue: %s", r)
+	}
+	if r := s.request(t, "POST", "/v1/queues/hold/jobs", map[string]any{"kind": "noop"}, nil); r.Status != http.StatusCreated {
+		t.Fatalf("first enqueue: %s", r)
+	}
+	// The second waits on the full queue, holding the only slot.
+	held := make(chan int, 1)
+	go func() {
+		res, err := s.http.Post(s.url+"/v1/queues/hold/jobs", "application/json", strings.NewReader(`{"kind":"noop"}`))
+		if err != nil {
+			held <- 0
+			return
+		}
+		res.Body.Close()
+		held <- res.StatusCode
+	}()
+	var refused apiResponse
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if refused = s.request(t, "GET", "/v1/queues", nil, nil); refused.Status == http.StatusTooManyRequests {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the API never refused for want of slots: last %s", refused)
+		}
+	}
+	if cc := refused.Header.Get("Cache-Control"); cc != "no-store" {
+		t.Errorf("admission refusal Cache-Control = %q, want no-store", cc)
+	}
+	for _, path := range []string{"/metrics", "/healthz", "/readyz"} {
+		if r := s.request(t, "GET", path, nil, nil); r.Status != http.StatusOK {
+			t.Errorf("GET %s while the API is saturated: %s, want 200", path, r)
+		} else if path == "/metrics" && r.Header.Get("Cache-Control") != "no-store" {
+			t.Errorf("/metrics Cache-Control = %q, want no-store", r.Header.Get("Cache-Control"))
+		}
+	}
+	if st := <-held; st != http.StatusTooManyRequests {
+		t.Errorf("held enqueue ended %d, want 429 (the queue stayed full)", st)
 	}
 }

@@ -217,11 +217,14 @@ func buildServer(ctx context.Context, cfg serveConfig, log *slog.Logger) (*lifec
 		Metrics:      promhttp.HandlerFor(promReg, promhttp.HandlerOpts{}),
 	})
 	mux := http.NewServeMux()
-	// Liveness and readiness bypass admission control: an overloaded
-	// server is alive, and its readiness must stay observable.
+	// Liveness, readiness and metrics bypass admission control: an
+	// overloaded server is alive, its readiness must stay observable, and
+	// its metrics are what shows the overload. Authentication comes first,
+	// so that an unauthenticated request learns nothing from admission.
 	mux.Handle("GET /healthz", api)
 	mux.Handle("GET /readyz", api)
-	mux.Handle("/", lim.Middleware(api))
+	mux.Handle("GET /metrics", api.Authenticate(api))
+	mux.Handle("/", api.Authenticate(lim.Middleware(api)))
 	hs := &http.Server{Addr: cfg.Addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	s.http = svc.AddHTTPServer("http", hs, lifecycle.HTTPServerConfig{})
 	log.Info("sluice serve: configured", "addr", cfg.Addr, "db", redactDB(cfg.DB), "queues", cfg.Queues, "auth", cfg.Token != "")
