@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"math"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -144,8 +145,10 @@ func (n *NewJob) Normalize(now time.Time) error {
 		return &ValidationError{"attempt_timeout", "must not be negative"}
 	case n.MaxAttempts < 0:
 		return &ValidationError{"max_attempts", "must not be negative"}
-	case n.BackoffMin < 0 || n.BackoffMax < 0:
-		return &ValidationError{"backoff", "must not be negative"}
+	case n.BackoffMin < 0:
+		return &ValidationError{"backoff_min", "must not be negative"}
+	case n.BackoffMax < 0:
+		return &ValidationError{"backoff_max", "must not be negative"}
 	case len(n.IdempotencyKey) > 256:
 		return &ValidationError{"idempotency_key", "must be at most 256 bytes"}
 	case len(n.Group) > maxNameLen:
@@ -183,13 +186,29 @@ func (n *NewJob) Normalize(now time.Time) error {
 		n.BackoffMax = DefaultBackoffMax
 	}
 	if n.BackoffMax < n.BackoffMin {
-		return &ValidationError{"backoff", "max must not be below min"}
+		return &ValidationError{"backoff_max", "must not be below backoff_min"}
 	}
-	if !n.Deadline.IsZero() && !n.Deadline.After(now) {
-		return &ValidationError{"deadline", "must be in the future"}
+	if n.RunAt.After(MaxTime) {
+		return &ValidationError{"run_at", maxTimeMsg}
+	}
+	if !n.Deadline.IsZero() {
+		switch {
+		case !n.Deadline.After(now):
+			return &ValidationError{"deadline", "must be in the future"}
+		case !n.Deadline.After(n.RunAt):
+			return &ValidationError{"deadline", "must be after run_at: the job would expire before it could run"}
+		case n.Deadline.After(MaxTime):
+			return &ValidationError{"deadline", maxTimeMsg}
+		}
 	}
 	return nil
 }
+
+// MaxTime is the latest RunAt or Deadline a job may have: the stores keep
+// times as nanoseconds since 1970 in 64 bits.
+var MaxTime = time.Unix(0, math.MaxInt64).UTC()
+
+const maxTimeMsg = "must be before 2262-04-11T23:47:16Z (the latest time the stores can keep)"
 
 // NormalizeBatch returns a normalized copy of batch for queue ("" means
 // DefaultQueue): each job's Queue must be "" or queue, and each is

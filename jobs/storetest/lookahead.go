@@ -21,11 +21,14 @@ var lookaheadTests = []subtest{
 		}
 		h.wantNoneDue(la, T0, "q") // no queue yet
 		h.enqueue(T0, "q",
-			mk(3, 0, 0),                          // due now: not scheduled
-			mk(0, time.Hour, 0),                  // the latest
-			mk(5, 30*time.Minute, 0),             // the next, at a higher priority
-			mk(9, 10*time.Minute, 5*time.Minute), // its deadline comes first: it will never run
+			mk(3, 0, 0),              // due now: not scheduled
+			mk(0, time.Hour, 0),      // the latest
+			mk(5, 30*time.Minute, 0), // the next, at a higher priority
+			mk(9, 0, 5*time.Minute),  // fetched and retried below
 		)
+		// A retry whose backoff ends after its deadline: it will never
+		// run. (Enqueue refuses such a job; a retry can make one.)
+		h.retryAt(h.fetch1(T0, "q", "w", time.Minute), 10*time.Minute)
 		o := job("other")
 		o.RunAt = at(time.Minute) // another queue's
 		h.enqueue1(T0, o)
@@ -45,7 +48,8 @@ var lookaheadTests = []subtest{
 			n.Priority, n.RunAt, n.Deadline = 2, at(runAt), at(deadline)
 			return n
 		}
-		h.enqueue(T0, "d", mk(10*time.Minute, 10*time.Minute), mk(20*time.Minute, 25*time.Minute))
+		h.enqueue(T0, "d", mk(0, 10*time.Minute), mk(20*time.Minute, 25*time.Minute))
+		h.retryAt(h.fetch1(T0, "d", "w", time.Minute), 10*time.Minute) // RunAt now equals its deadline
 		h.wantDue(la, T0, "d", at(20*time.Minute))
 	}},
 	{"OnlyWaitingJobs", func(h *h) {

@@ -195,6 +195,15 @@ func (h *h) complete(now time.Time, owner string, os ...jobs.Outcome) []bool {
 	return applied
 }
 
+// retryAt records a Retry of j (held by "w") at T0, to run again at
+// at(runAt).
+func (h *h) retryAt(j *jobs.Job, runAt time.Duration) {
+	h.t.Helper()
+	o := ok(j, jobs.Retry)
+	o.RunAt, o.Error = at(runAt), "retry"
+	h.completeOK(T0, "w", o)
+}
+
 // completeOK completes and requires every outcome to apply.
 func (h *h) completeOK(now time.Time, owner string, os ...jobs.Outcome) {
 	h.t.Helper()
