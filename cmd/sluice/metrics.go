@@ -57,8 +57,8 @@ func newMetrics() *metrics {
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sluice_jobs_rejected_total", Help: "Jobs refused at enqueue, by queue and reason (queue_full, unavailable).",
 		}, []string{"queue", "reason"}),
-		depth:           d("queue_waiting", "Waiting jobs per queue (the queue depth).", "queue"),
-		running:         d("queue_running", "Running jobs per queue.", "queue"),
+		depth:           d("queue_waiting", "Waiting jobs per queue this node works (--queues): the queue depth.", "queue"),
+		running:         d("queue_running", "Running jobs per queue this node works (--queues), on every node.", "queue"),
 		recorded:        d("jobs_recorded_total", "Attempt outcomes this node recorded, by kind (succeeded, retry, failed, canceled, released, expired).", "outcome"),
 		stale:           d("jobs_stale_outcomes_total", "Outcomes refused by fencing (the lease had been lost)."),
 		lostBeforeStart: d("jobs_lost_before_start_total", "Fetched jobs not run because their lease was lost before they started (a fetch slow enough that lease recovery took them back, or a lease lost while the job waited to start)."),
