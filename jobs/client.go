@@ -22,6 +22,11 @@ type ClientConfig struct {
 	// stored: a server uses it to refuse a payload its handler could never
 	// run (return a *ValidationError naming the field). Nil accepts all.
 	Validate func(*NewJob) error
+	// Stopping, if set, is closed when the owner begins to shut down: an
+	// enqueue waiting on a full queue (FullWait) then stops waiting and
+	// fails with ErrClosed at once, so that it does not hold the shutdown
+	// for up to its MaxWait.
+	Stopping <-chan struct{}
 }
 
 // Client enqueues, inspects and cancels jobs, and configures queues. It is
@@ -79,8 +84,9 @@ func (c *Client) Enqueue(ctx context.Context, job NewJob) (EnqueueResult, error)
 // A full queue answers with a *QueueFullError whose RetryAfter estimates,
 // from the queue's completion rate over the last RateWindow, when the
 // present backlog will have drained enough to take the batch. A queue whose
-// policy is FullWait is retried with jittered backoff until its MaxWait or
-// ctx ends.
+// policy is FullWait is retried with jittered backoff until its MaxWait
+// (at most MaxQueueWait) or ctx ends; if ClientConfig.Stopping closes
+// meanwhile, the call fails with ErrClosed.
 func (c *Client) EnqueueMany(ctx context.Context, queue string, batch []NewJob) ([]EnqueueResult, error) {
 	if len(batch) == 0 {
 		return nil, nil
@@ -111,7 +117,7 @@ func (c *Client) EnqueueMany(ctx context.Context, queue string, batch []NewJob) 
 		})
 		if qerr == nil && qc.Policy == FullWait {
 			if waitUntil.IsZero() {
-				waitUntil = c.cfg.Now().Add(qc.MaxWait)
+				waitUntil = c.cfg.Now().Add(min(qc.MaxWait, MaxQueueWait))
 			}
 			if d := min(backoff, time.Until(waitUntil)); d > 0 {
 				t := time.NewTimer(d/2 + rand.N(d/2+1))
@@ -119,6 +125,9 @@ func (c *Client) EnqueueMany(ctx context.Context, queue string, batch []NewJob) 
 				case <-t.C:
 					backoff = min(2*backoff, 200*time.Millisecond)
 					continue
+				case <-c.cfg.Stopping:
+					t.Stop()
+					return nil, fmt.Errorf("%w: shutting down while waiting for room in queue %q", ErrClosed, queue)
 				case <-ctx.Done():
 					t.Stop()
 				}

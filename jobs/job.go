@@ -204,6 +204,10 @@ func (n *NewJob) Normalize(now time.Time) error {
 	return nil
 }
 
+// MaxQueueWait is the longest QueueConfig.MaxWait: a FullWait enqueue
+// holds its caller (an HTTP request, say) for that long.
+const MaxQueueWait = time.Minute
+
 // MaxTime is the latest RunAt or Deadline a job may have: the stores keep
 // times as nanoseconds since 1970 in 64 bits.
 var MaxTime = time.Unix(0, math.MaxInt64).UTC()
@@ -253,7 +257,8 @@ type QueueConfig struct {
 	Capacity int
 	// Policy when full; "" means FullReject.
 	Policy FullPolicy
-	// MaxWait bounds the wait of FullWait. Zero means 1s.
+	// MaxWait bounds the wait of FullWait: at most MaxQueueWait. Zero
+	// means 1s.
 	MaxWait time.Duration
 	// RateLimit, when positive, bounds job starts per second per worker,
 	// with bursts of RateBurst (zero means 1).
@@ -287,8 +292,8 @@ func (q *QueueConfig) Normalize() error {
 		return &ValidationError{"concurrency", "must not be negative"}
 	case q.Capacity < 0:
 		return &ValidationError{"capacity", "must not be negative"}
-	case q.MaxWait < 0:
-		return &ValidationError{"max_wait", "must not be negative"}
+	case q.MaxWait < 0 || q.MaxWait > MaxQueueWait:
+		return &ValidationError{"max_wait", fmt.Sprintf("must be 0..%v: a wait holds the enqueue call open", MaxQueueWait)}
 	case q.RateLimit < 0 || q.RateBurst < 0:
 		return &ValidationError{"rate_limit", "must not be negative"}
 	case q.IdempotencyWindow < 0:

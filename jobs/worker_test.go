@@ -442,6 +442,44 @@ func TestFullQueueAnswersWithRetryAfter(t *testing.T) {
 	}
 }
 
+// TestFullWaitEndsWhenStopping: an enqueue waiting on a full queue fails
+// with ErrClosed as soon as ClientConfig.Stopping closes, well before its
+// MaxWait; and MaxWait is bounded by MaxQueueWait.
+func TestFullWaitEndsWhenStopping(t *testing.T) {
+	st := openStore(t)
+	stopping := make(chan struct{})
+	c := jobs.NewClient(st, jobs.ClientConfig{Stopping: stopping})
+	ctx := context.Background()
+	if _, err := c.PutQueue(ctx, jobs.QueueConfig{Name: "w", Capacity: 1, Policy: jobs.FullWait, MaxWait: jobs.MaxQueueWait}); err != nil {
+		t.Fatal(err)
+	}
+	enqueue(t, c, jobs.NewJob{Kind: "x", Queue: "w"}) // full now; no worker empties it
+	done := make(chan error, 1)
+	start := time.Now()
+	go func() {
+		_, err := c.Enqueue(ctx, jobs.NewJob{Kind: "x", Queue: "w"})
+		done <- err
+	}()
+	time.Sleep(50 * time.Millisecond) // let it reach the wait
+	close(stopping)
+	select {
+	case err := <-done:
+		if !errors.Is(err, jobs.ErrClosed) {
+			t.Fatalf("waiting enqueue ended with %v, want ErrClosed", err)
+		}
+		if took := time.Since(start); took > 5*time.Second {
+			t.Fatalf("waiting enqueue took %v after Stopping closed", took)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("waiting enqueue did not end when Stopping closed")
+	}
+
+	var ve *jobs.ValidationError
+	if _, err := c.PutQueue(ctx, jobs.QueueConfig{Name: "w2", Policy: jobs.FullWait, MaxWait: jobs.MaxQueueWait + time.Second}); !errors.As(err, &ve) || ve.Field != "max_wait" {
+		t.Fatalf("MaxWait over MaxQueueWait: %v, want a max_wait ValidationError", err)
+	}
+}
+
 func TestQueueRateLimit(t *testing.T) {
 	st := openStore(t)
 	c := jobs.NewClient(st, jobs.ClientConfig{})

@@ -8,6 +8,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os/exec"
 	"path/filepath"
@@ -819,4 +820,56 @@ func TestE2EMetricsBypassAdmission(t *testing.T) {
 	if st := <-held; st != http.StatusTooManyRequests {
 		t.Errorf("held enqueue ended %d, want 429 (the queue stayed full)", st)
 	}
+}
+
+// TestE2ESIGTERMEndsWaitingEnqueue: an enqueue waiting on a full queue
+// (policy wait) is answered 503 shutting_down when SIGTERM comes, and the
+// server exits cleanly at once, instead of the wait holding the drain.
+func TestE2ESIGTERMEndsWaitingEnqueue(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, serverOpts{})
+	if r := s.request(t, "PUT", "/v1/queues/full", map[string]any{"capacity": 1, "paused": true, "policy": "wait", "max_wait": "1m"}, nil); r.Status != http.StatusOK {
+		t.Fatalf("PUT queue: %s", r)
+	}
+	if r := s.request(t, "POST", "/v1/queues/full/jobs", map[string]any{"kind": "noop"}, nil); r.Status != http.StatusCreated {
+		t.Fatalf("first enqueue: %s", r)
+	}
+	type answer struct {
+		status int
+		body   string
+	}
+	held := make(chan answer, 1)
+	go func() {
+		res, err := s.http.Post(s.url+"/v1/queues/full/jobs", "application/json", strings.NewReader(`{"kind":"noop"}`))
+		if err != nil {
+			held <- answer{body: err.Error()}
+			return
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		held <- answer{res.StatusCode, string(b)}
+	}()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		r := s.request(t, "GET", "/metrics", nil, nil)
+		if strings.Contains(string(r.Body), `sluice_api_in_flight{class="default"} 1`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the second enqueue never started waiting")
+		}
+	}
+	start := time.Now()
+	s.signal(t, syscall.SIGTERM)
+	select {
+	case a := <-held:
+		if a.status != http.StatusServiceUnavailable || !strings.Contains(a.body, `"shutting_down"`) {
+			t.Errorf("waiting enqueue answered %d %s, want 503 shutting_down", a.status, a.body)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the waiting enqueue got no answer within 10s of SIGTERM")
+	}
+	if code, ok := s.wait(10 * time.Second); !ok || code != 0 {
+		t.Fatalf("exit %d (exited %v), want 0", code, ok)
+	}
+	t.Logf("answered and exited %v after SIGTERM", time.Since(start).Round(time.Millisecond))
 }

@@ -12,6 +12,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -208,7 +209,12 @@ func buildServer(ctx context.Context, cfg serveConfig, log *slog.Logger) (*lifec
 	promReg := prometheus.NewRegistry()
 	promReg.MustRegister(m, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	client := jobs.NewClient(countingStore{Store: store, m: m}, jobs.ClientConfig{Validate: validateJob})
+	// Enqueues waiting on a full queue (policy wait) give up when shutdown
+	// begins, with 503 shutting_down, rather than hold the drain.
+	stopping := make(chan struct{})
+	stop := sync.OnceFunc(func() { close(stopping) })
+	svc.Add("enqueue-waits", lifecycle.Hook{OnQuiesce: func(context.Context) error { stop(); return nil }})
+	client := jobs.NewClient(countingStore{Store: store, m: m}, jobs.ClientConfig{Validate: validateJob, Stopping: stopping})
 	api := httpapi.New(client, httpapi.Config{
 		MaxBodyBytes: cfg.MaxBody,
 		Token:        cfg.Token,
