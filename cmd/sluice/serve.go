@@ -102,6 +102,12 @@ func parseServe(args []string, env func(string) string, stderr io.Writer) (serve
 	}
 	c.ShutdownTimeout = parseDur("shutdown-timeout", shutdown)
 	c.DrainDelay = parseDur("drain-delay", drain)
+	switch {
+	case c.ShutdownTimeout == 0:
+		err = errors.Join(err, errors.New("--shutdown-timeout: must be positive"))
+	case c.DrainDelay >= c.ShutdownTimeout:
+		err = errors.Join(err, fmt.Errorf("--drain-delay (%v) must be shorter than --shutdown-timeout (%v): the drain delay is part of the shutdown, and draining and stopping need time too", c.DrainDelay, c.ShutdownTimeout))
+	}
 	c.Retention = parseDur("retention", retention)
 	if n, e := strconv.ParseInt(maxBody, 10, 64); e != nil || n <= 0 {
 		err = errors.Join(err, fmt.Errorf("--max-body: %q is not a positive number of bytes", maxBody))

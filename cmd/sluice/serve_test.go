@@ -40,6 +40,9 @@ func TestParseServe(t *testing.T) {
 		{[]string{"--addr", ":8080"}, "without --token"},
 		{[]string{"--shutdown-timeout", "soon"}, "--shutdown-timeout"},
 		{[]string{"--drain-delay", "-1s"}, "--drain-delay"},
+		{[]string{"--shutdown-timeout", "0s"}, "--shutdown-timeout"},
+		{[]string{"--drain-delay", "30s", "--shutdown-timeout", "3s"}, "--drain-delay"},
+		{[]string{"--drain-delay", "25s"}, "--drain-delay"}, // the default timeout is 25s
 		{[]string{"--retention", "a week"}, "--retention"},
 		{[]string{"--max-body", "0"}, "--max-body"},
 		{[]string{"--max-in-flight", "x"}, "--max-in-flight"},
