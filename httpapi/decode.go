@@ -439,8 +439,9 @@ const (
 )
 
 // decodeListParams decodes the raw query of GET /v1/jobs: queue, state,
-// group, after and limit, each at most once; any other parameter, and a
-// query that does not parse, is refused.
+// group, after and limit, each at most once; an empty value means the
+// parameter is absent, as an empty optional field does in a body; any
+// other parameter, and a query that does not parse, is refused.
 func decodeListParams(rawQuery string) (jobs.ListFilter, error) {
 	f := jobs.ListFilter{Limit: DefaultListLimit}
 	q, err := url.ParseQuery(rawQuery)
@@ -452,6 +453,9 @@ func decodeListParams(rawQuery string) (jobs.ListFilter, error) {
 			return f, &requestError{Field: k, Msg: "must be given once"}
 		}
 		v := vs[0]
+		if v == "" && (k == "after" || k == "limit") {
+			continue // absent, like an empty queue, state or group
+		}
 		switch k {
 		case "queue", "group":
 			if len(v) > maxNameLen {

@@ -186,6 +186,7 @@ func TestGetListCancel(t *testing.T) {
 		{"group=g&state=waiting&queue=a&after=" + strconv.FormatInt(ids[0], 10), []int64{ids[2], ids[4]}},
 		{"group=none", nil},
 		{"state=", ids},
+		{"after=&limit=&queue=&group=", ids}, // empty means absent, for every parameter
 	} {
 		rec := e.do("GET", "/v1/jobs?"+tc.query, "")
 		wantStatus(t, rec, http.StatusOK)
