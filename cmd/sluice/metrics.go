@@ -71,7 +71,7 @@ func newMetrics() *metrics {
 		targetLimit:     d("target_concurrency_limit", "Adaptive concurrency limit per HTTP target host.", "host"),
 		targetInflight:  d("target_in_flight", "Requests in flight per HTTP target host.", "host"),
 		targetBreaker:   d("target_breaker_open", "1 when the host's circuit breaker is open, 0.5 half-open, 0 closed.", "host"),
-		targetCounts:    d("target_requests_total", "HTTP-target attempts by result (succeeded, retried, failed, limited, short_circuited, paused, canceled).", "result"),
+		targetCounts:    d("target_requests_total", "HTTP-target attempts by result: succeeded, retried (a retryable answer or error, whether or not the job has attempts left), failed (a permanent one), limited, short_circuited, paused, canceled.", "result"),
 	}
 }
 
