@@ -232,5 +232,6 @@ func (c *Client) SetPaused(ctx context.Context, name string, paused bool) (Queue
 		return q, err
 	}
 	q.Paused = paused
+	q.ClampStored()
 	return c.PutQueue(ctx, q)
 }

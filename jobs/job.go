@@ -60,7 +60,7 @@ type NewJob struct {
 	// new one.
 	IdempotencyKey string
 	RunAt          time.Time     // zero means now
-	Deadline       time.Time     // zero means none; after it the job never starts (StateExpired)
+	Deadline       time.Time     // zero means none; else after RunAt; after it the job never starts (StateExpired)
 	AttemptTimeout time.Duration // zero means none (the deadline still bounds each attempt)
 	MaxAttempts    int           // zero means DefaultAttempts
 	BackoffMin     time.Duration // zero means DefaultBackoffMin
@@ -188,7 +188,7 @@ func (n *NewJob) Normalize(now time.Time) error {
 	if n.BackoffMax < n.BackoffMin {
 		return &ValidationError{"backoff_max", "must not be below backoff_min"}
 	}
-	if n.RunAt.After(MaxTime) {
+	if n.RunAt.After(maxTime) {
 		return &ValidationError{"run_at", maxTimeMsg}
 	}
 	if !n.Deadline.IsZero() {
@@ -197,7 +197,7 @@ func (n *NewJob) Normalize(now time.Time) error {
 			return &ValidationError{"deadline", "must be in the future"}
 		case !n.Deadline.After(n.RunAt):
 			return &ValidationError{"deadline", "must be after run_at: the job would expire before it could run"}
-		case n.Deadline.After(MaxTime):
+		case n.Deadline.After(maxTime):
 			return &ValidationError{"deadline", maxTimeMsg}
 		}
 	}
@@ -208,11 +208,20 @@ func (n *NewJob) Normalize(now time.Time) error {
 // holds its caller (an HTTP request, say) for that long.
 const MaxQueueWait = time.Minute
 
-// MaxTime is the latest RunAt or Deadline a job may have: the stores keep
-// times as nanoseconds since 1970 in 64 bits.
-var MaxTime = time.Unix(0, math.MaxInt64).UTC()
+// ClampStored brings a configuration read from a store within the bounds
+// that Normalize enforces on new ones, where a bound came later than the
+// data: a MaxWait stored over MaxQueueWait (before the bound existed)
+// becomes MaxQueueWait. The worker and SetPaused apply it, so that such a
+// queue keeps working instead of failing validation.
+func (q *QueueConfig) ClampStored() {
+	q.MaxWait = min(q.MaxWait, MaxQueueWait)
+}
 
-const maxTimeMsg = "must be before 2262-04-11T23:47:16Z (the latest time the stores can keep)"
+// maxTime is the latest RunAt or Deadline a job may have, to the second:
+// the stores keep times as nanoseconds since 1970 in 64 bits.
+var maxTime = time.Unix(math.MaxInt64/int64(time.Second), 0).UTC()
+
+const maxTimeMsg = "must be at or before 2262-04-11T23:47:16Z (the latest time the stores can keep)"
 
 // NormalizeBatch returns a normalized copy of batch for queue ("" means
 // DefaultQueue): each job's Queue must be "" or queue, and each is

@@ -67,6 +67,7 @@ type WorkerConfig struct {
 	// attempt's handler returned, with the outcome it will record and the
 	// handler's run time (not called when the lease was lost, nor for an
 	// attempt that ended before its handler started: see heldJob.stop).
+	// job is the job as fetched, whatever the handler did to its own.
 	OnAttempt func(job *Job, o Outcome, run time.Duration)
 }
 
@@ -425,6 +426,7 @@ func (w *Worker) loadQueue(ctx context.Context, name string) (QueueConfig, error
 	if err != nil {
 		return qc, err
 	}
+	qc.ClampStored()
 	return qc, qc.Normalize()
 }
 
@@ -862,8 +864,9 @@ func (w *Worker) runFunc(q *queueRunner, j *Job, hold *heldJob) func(context.Con
 		start := time.Now()
 		var err error
 		started := ctx.Err() == nil
-		// The outcome is decided from the job as fetched: a handler that
-		// changes its *Job (MaxAttempts, say) cannot change it.
+		// The outcome, the log and OnAttempt go by the job as fetched: a
+		// handler that changes its *Job (MaxAttempts, Queue) cannot change
+		// them.
 		fetched := *j
 		if started {
 			err = w.callHandler(ctx, j)
@@ -888,9 +891,9 @@ func (w *Worker) runFunc(q *queueRunner, j *Job, hold *heldJob) func(context.Con
 			o.Reason, o.Error = "deadline passed before the job could run", ""
 		}
 		run := time.Since(start)
-		w.logAttempt(j, o, run)
+		w.logAttempt(&fetched, o, run)
 		if w.cfg.OnAttempt != nil && started {
-			w.cfg.OnAttempt(j, o, run)
+			w.cfg.OnAttempt(&fetched, o, run)
 		}
 		w.finish(q, o, hold)
 		return nil
@@ -1486,6 +1489,9 @@ func (w *Worker) reloadQueues() {
 	for name, q := range runners {
 		qc, err := w.loadQueue(w.bgCtx, name)
 		if err != nil {
+			if w.bgCtx.Err() == nil {
+				w.log.Warn("jobs: reloading a queue's configuration failed; keeping the one in use", "queue", name, "err", err)
+			}
 			continue
 		}
 		w.mu.Lock()

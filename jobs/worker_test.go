@@ -1801,3 +1801,38 @@ func TestRefetchedJobKeepsNewHold(t *testing.T) {
 	close(done)
 	waitState(t, c, j.ID, jobs.StateSucceeded)
 }
+
+// TestQueueStoredWithLongMaxWait: a queue stored before MaxWait had its
+// bound (here written into the database directly) still starts, reloads,
+// pauses and waits: its MaxWait counts as MaxQueueWait.
+func TestQueueStoredWithLongMaxWait(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "jobs.db")
+	ctx := context.Background()
+	st, err := sqlitestore.Open(ctx, path, sqlitestore.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	c := jobs.NewClient(st, jobs.ClientConfig{})
+	if _, err := c.PutQueue(ctx, jobs.QueueConfig{Name: "old", Policy: jobs.FullWait, MaxWait: jobs.MaxQueueWait}); err != nil {
+		t.Fatal(err)
+	}
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Exec(`UPDATE queues SET max_wait = ? WHERE name = 'old'`, int64(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if q, err := c.Queue(ctx, "old"); err != nil || q.MaxWait != time.Hour {
+		t.Fatalf("stored queue: %+v, %v, want MaxWait 1h", q, err)
+	}
+	reg := jobs.NewRegistry()
+	reg.Handle("x", jobs.HandlerFunc(func(context.Context, *jobs.Job) error { return nil }))
+	startWorker(t, st, reg, fastWorker("old")) // fails the test if Start fails
+	q, err := c.SetPaused(ctx, "old", true)
+	if err != nil || !q.Paused || q.MaxWait != jobs.MaxQueueWait {
+		t.Fatalf("SetPaused: %+v, %v, want paused with MaxWait %v", q, err, jobs.MaxQueueWait)
+	}
+}
