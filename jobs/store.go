@@ -175,10 +175,14 @@ func (k OutcomeKind) String() string {
 // Outcome is the result of one attempt.
 type Outcome struct {
 	Attempt
-	Kind   OutcomeKind
-	RunAt  time.Time // Retry: when to run again
-	Error  string    // Retry, Failed: the attempt's error
-	Reason string    // Failed, Canceled, Expired: why
+	Kind  OutcomeKind
+	RunAt time.Time // Retry: when to run again
+	Error string    // Retry, Failed: the attempt's error
+	// Reason says why, for Failed, Canceled and Expired. Empty, a
+	// Canceled outcome keeps the reason the cancellation was requested
+	// with, and a Failed one means the job ran out of attempts; an empty
+	// Expired one stores "deadline passed while running".
+	Reason string
 
 	// hold is the Worker's hold of the job that produced the outcome (nil
 	// outside a Worker); stores never see it.

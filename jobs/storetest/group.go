@@ -138,10 +138,12 @@ var cancelTests = []subtest{
 		if _, cancel := h.heartbeat(at(2*time.Second), "w", time.Minute, att(j)); !sameIDs(cancel, []int64{j.ID}) {
 			h.t.Errorf("Heartbeat cancel = %v, want [%d]", cancel, j.ID)
 		}
-		o := ok(j, jobs.Canceled)
-		o.Reason = "user asked"
-		h.completeOK(at(3*time.Second), "w", o)
-		h.wantState(j.ID, jobs.StateCanceled)
+		// No Reason in the outcome (what a Worker sends): the job keeps
+		// the one Cancel gave.
+		h.completeOK(at(3*time.Second), "w", ok(j, jobs.Canceled))
+		if got := h.wantState(j.ID, jobs.StateCanceled); got.Reason != "user asked" {
+			h.t.Errorf("canceled job's reason = %q, want Cancel's %q", got.Reason, "user asked")
+		}
 	}},
 	{"RequestedNeverReturnsToWaiting", func(h *h) {
 		// A job whose cancellation was requested while it ran ends
