@@ -775,7 +775,7 @@ func TestE2EProbesAnswerJSON(t *testing.T) {
 func TestE2EMetricsBypassAdmission(t *testing.T) {
 	t.Parallel()
 	s := startServer(t, serverOpts{queues: "default", extra: []string{"--max-in-flight", "1"}})
-	if r := s.request(t, "PUT", "/v1/queues/hold", map[string]any{"capacity": 1, "paused": true, "policy": "wait", "max_wait": "5s"}, nil); r.Status != http.StatusOK {
+	if r := s.request(t, "PUT", "/v1/queues/hold", map[string]any{"capacity": 1, "paused": true, "policy": "wait", "max_wait": "3s"}, nil); r.Status != http.StatusOK {
 		t.Fatalf("PUT queue: %s", r)
 	}
 	if r := s.request(t, "POST", "/v1/queues/hold/jobs", map[string]any{"kind": "noop"}, nil); r.Status != http.StatusCreated {

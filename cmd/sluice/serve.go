@@ -81,7 +81,7 @@ func parseServe(args []string, env func(string) string, stderr io.Writer) (serve
 	fs.StringVar(&c.Token, "token", def("SLUICE_TOKEN", ""), "bearer token required by the API; needed to listen beyond loopback (SLUICE_TOKEN)")
 	fs.StringVar(&queues, "queues", def("SLUICE_QUEUES", jobs.DefaultQueue), "comma-separated queues this node works (SLUICE_QUEUES)")
 	fs.StringVar(&shutdown, "shutdown-timeout", def("SLUICE_SHUTDOWN_TIMEOUT", "25s"), "bound on the whole graceful shutdown (SLUICE_SHUTDOWN_TIMEOUT)")
-	fs.StringVar(&drain, "drain-delay", def("SLUICE_DRAIN_DELAY", "0s"), "time to keep serving after readiness goes false (SLUICE_DRAIN_DELAY)")
+	fs.StringVar(&drain, "drain-delay", def("SLUICE_DRAIN_DELAY", "0s"), "time to keep serving after readiness goes false, at most 3/5 of --shutdown-timeout (SLUICE_DRAIN_DELAY)")
 	fs.StringVar(&maxBody, "max-body", def("SLUICE_MAX_BODY", "1048576"), "largest request body in bytes (SLUICE_MAX_BODY)")
 	fs.StringVar(&inflight, "max-in-flight", def("SLUICE_MAX_IN_FLIGHT", "256"), "bound on API requests served at once (SLUICE_MAX_IN_FLIGHT)")
 	fs.BoolVar(&c.AllowPrivate, "allow-private-targets", allowDefault, "let http jobs reach loopback, private and link-local addresses (SLUICE_ALLOW_PRIVATE_TARGETS)")
@@ -105,8 +105,8 @@ func parseServe(args []string, env func(string) string, stderr io.Writer) (serve
 	switch {
 	case c.ShutdownTimeout == 0:
 		err = errors.Join(err, errors.New("--shutdown-timeout: must be positive"))
-	case c.DrainDelay >= c.ShutdownTimeout:
-		err = errors.Join(err, fmt.Errorf("--drain-delay (%v) must be shorter than --shutdown-timeout (%v): the drain delay is part of the shutdown, and draining and stopping need time too", c.DrainDelay, c.ShutdownTimeout))
+	case c.DrainDelay > c.ShutdownTimeout*3/5:
+		err = errors.Join(err, fmt.Errorf("--drain-delay (%v) may take at most 3/5 of --shutdown-timeout (%v): the drain delay is part of the shutdown, whose last fifth is for stopping components, and in-flight work needs at least a fifth to finish", c.DrainDelay, c.ShutdownTimeout))
 	}
 	c.Retention = parseDur("retention", retention)
 	if n, e := strconv.ParseInt(maxBody, 10, 64); e != nil || n <= 0 {
@@ -226,7 +226,9 @@ func buildServer(ctx context.Context, cfg serveConfig, log *slog.Logger) (*lifec
 		Token:        cfg.Token,
 		Logger:       log,
 		Ready:        svc.Ready,
-		Metrics:      promhttp.HandlerFor(promReg, promhttp.HandlerOpts{}),
+		// /metrics bypasses admission control (below), so it has a bound
+		// of its own: each scrape queries the database once per queue.
+		Metrics: promhttp.HandlerFor(promReg, promhttp.HandlerOpts{MaxRequestsInFlight: 4, Timeout: 10 * time.Second}),
 	})
 	mux := http.NewServeMux()
 	// Liveness, readiness and metrics bypass admission control: an

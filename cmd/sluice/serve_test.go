@@ -43,6 +43,7 @@ func TestParseServe(t *testing.T) {
 		{[]string{"--shutdown-timeout", "0s"}, "--shutdown-timeout"},
 		{[]string{"--drain-delay", "30s", "--shutdown-timeout", "3s"}, "--drain-delay"},
 		{[]string{"--drain-delay", "25s"}, "--drain-delay"}, // the default timeout is 25s
+		{[]string{"--drain-delay", "16s"}, "--drain-delay"}, // over 3/5 of it
 		{[]string{"--retention", "a week"}, "--retention"},
 		{[]string{"--max-body", "0"}, "--max-body"},
 		{[]string{"--max-in-flight", "x"}, "--max-in-flight"},
