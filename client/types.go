@@ -47,7 +47,7 @@ type NewJob struct {
 	// payload return the existing job (Duplicate) instead of a new one.
 	IdempotencyKey       string
 	RunAt                time.Time     // zero means now
-	Deadline             time.Time     // zero means none
+	Deadline             time.Time     // zero means none; else after now and after RunAt
 	AttemptTimeout       time.Duration // zero means none
 	MaxAttempts          int           // zero means the server's default
 	BackoffMin           time.Duration // zero means the server's default
@@ -61,13 +61,13 @@ type Job struct {
 	ID int64
 	NewJob
 	State           State
-	Attempt         int    // attempts started so far
+	Attempt         int    // attempts claimed so far (a released one is given back)
 	LastError       string // the error of the last failed attempt
 	Reason          string // why it was canceled, expired, shed or failed early
 	CreatedAt       time.Time
 	UpdatedAt       time.Time
 	FinishedAt      time.Time // zero until terminal
-	CancelRequested bool      // a running job whose cancellation was requested
+	CancelRequested bool      // cancellation was requested while it ran (stays true after it ends)
 }
 
 // newJobWire is NewJob on the wire: zero fields are left out.
@@ -351,7 +351,7 @@ type Queue struct {
 	Capacity    int // waiting jobs
 	// Policy when full: "reject", "shed" or "wait".
 	Policy            string
-	MaxWait           time.Duration // bound of the "wait" policy
+	MaxWait           time.Duration // bound of the "wait" policy, at most 1m
 	RateLimit         float64       // job starts per second per worker; 0 means none
 	RateBurst         int
 	Paused            bool // accepts jobs, starts none

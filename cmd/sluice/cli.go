@@ -79,7 +79,7 @@ func (c *conn) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.server, "server", server, "server base URL ($"+envServer+")")
 	// The default stays empty so that usage never prints a token.
 	fs.StringVar(&c.token, "token", "", "bearer token (default $"+envToken+")")
-	fs.DurationVar(&c.timeout, "timeout", 30*time.Second, "give up after this long")
+	fs.DurationVar(&c.timeout, "timeout", 90*time.Second, "give up after this long (longer than a \"wait\" queue's max_wait, at most 1m)")
 }
 
 // open returns the client and the context of one command.
@@ -236,7 +236,7 @@ func runEnqueue(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&prio, "priority", 0, "priority 0..9; higher runs first")
 	fs.StringVar(&n.IdempotencyKey, "key", "", "idempotency key")
 	fs.StringVar(&runAt, "run-at", "", "not before this time")
-	fs.StringVar(&dl, "deadline", "", "never start after this time")
+	fs.StringVar(&dl, "deadline", "", "never start after this time (after --run-at)")
 	fs.DurationVar(&n.AttemptTimeout, "attempt-timeout", 0, "bound of each attempt (0: none)")
 	fs.IntVar(&maxAtt, "max-attempts", 0, "attempts before the job fails (0: the server's default, 5)")
 	fs.DurationVar(&n.BackoffMin, "backoff-min", 0, "first retry backoff (0: the server's default)")
@@ -525,7 +525,7 @@ func runQueue(args []string, stdout, stderr io.Writer) int {
 		fs.IntVar(&want.Concurrency, "concurrency", 0, "jobs of the queue one worker runs at once")
 		fs.IntVar(&want.Capacity, "capacity", 0, "waiting jobs the queue holds")
 		fs.StringVar(&want.Policy, "policy", "", "when full: reject, shed or wait")
-		fs.DurationVar(&want.MaxWait, "max-wait", 0, `bound of the "wait" policy`)
+		fs.DurationVar(&want.MaxWait, "max-wait", 0, `bound of the "wait" policy (at most 1m)`)
 		fs.Float64Var(&want.RateLimit, "rate-limit", 0, "job starts per second per worker (0: no limit)")
 		fs.IntVar(&want.RateBurst, "rate-burst", 0, "burst of the rate limit")
 		fs.DurationVar(&want.IdempotencyWindow, "idempotency-window", 0, "how long an idempotency key stays bound")
