@@ -337,3 +337,40 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatalf("job %+v, %v", j, err)
 	}
 }
+
+// TestAPIErrorMatches: every code and status the server (or admission
+// control in front of it) answers with matches the right sentinel, and
+// Temporary says which are worth retrying.
+func TestAPIErrorMatches(t *testing.T) {
+	for _, tc := range []struct {
+		status    int
+		code      string
+		want      error
+		temporary bool
+	}{
+		{400, "invalid_request", client.ErrInvalid, false},
+		{400, "bad_priority", client.ErrInvalid, false},
+		{400, "bad_deadline", client.ErrInvalid, false},
+		{413, "payload_too_large", client.ErrInvalid, false},
+		{415, "unsupported_media_type", client.ErrInvalid, false},
+		{415, "", client.ErrInvalid, false},
+		{401, "unauthorized", client.ErrUnauthorized, false},
+		{404, "not_found", client.ErrNotFound, false},
+		{409, "idempotency_conflict", client.ErrConflict, false},
+		{429, "queue_full", client.ErrQueueFull, true},
+		{429, "overloaded", client.ErrUnavailable, true},
+		{503, "shutting_down", client.ErrUnavailable, true},
+		{503, "canceled", client.ErrUnavailable, true},
+		{504, "deadline_exceeded", client.ErrUnavailable, true},
+	} {
+		e := &client.APIError{Status: tc.status, Code: tc.code}
+		for _, s := range []error{client.ErrInvalid, client.ErrUnauthorized, client.ErrNotFound, client.ErrConflict, client.ErrQueueFull, client.ErrUnavailable} {
+			if got := errors.Is(e, s); got != (s == tc.want) {
+				t.Errorf("%d %q: errors.Is(%v) = %v", tc.status, tc.code, s, got)
+			}
+		}
+		if e.Temporary() != tc.temporary {
+			t.Errorf("%d %q: Temporary() = %v, want %v", tc.status, tc.code, e.Temporary(), tc.temporary)
+		}
+	}
+}

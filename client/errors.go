@@ -10,8 +10,9 @@ import (
 // Sentinel errors an *APIError matches with errors.Is, by its code (or,
 // for a response without one, by its status).
 var (
-	// ErrInvalid: the server refused the request as malformed (400 and
-	// 413); Field names the offending field.
+	// ErrInvalid: the server refused the request as malformed (400, 413
+	// and 415, including admission control's bad_priority and
+	// bad_deadline); Field names the offending field.
 	ErrInvalid = errors.New("client: invalid request")
 	// ErrUnauthorized: the token is missing or wrong (401).
 	ErrUnauthorized = errors.New("client: unauthorized")
@@ -24,8 +25,9 @@ var (
 	// APIError.RetryAfter.
 	ErrQueueFull = errors.New("client: queue full")
 	// ErrUnavailable: the server cannot serve now: its store is
-	// unavailable, it is shutting down or not ready, or it sheds load (503,
-	// and 429 other than queue_full); retry after APIError.RetryAfter.
+	// unavailable, it is shutting down or not ready, it sheds load, or the
+	// request's deadline passed before it was admitted (503, 504, and 429
+	// other than queue_full); retry after APIError.RetryAfter.
 	ErrUnavailable = errors.New("client: server unavailable")
 )
 
@@ -60,8 +62,12 @@ func (e *APIError) Error() string {
 func (e *APIError) Is(target error) bool {
 	switch target {
 	case ErrInvalid:
-		return e.Code == "invalid_request" || e.Code == "payload_too_large" || e.Code == "unsupported_media_type" ||
-			(e.Code == "" && (e.Status == http.StatusBadRequest || e.Status == http.StatusRequestEntityTooLarge))
+		switch e.Code {
+		case "invalid_request", "payload_too_large", "unsupported_media_type", "bad_priority", "bad_deadline":
+			return true
+		}
+		return e.Code == "" && (e.Status == http.StatusBadRequest || e.Status == http.StatusRequestEntityTooLarge ||
+			e.Status == http.StatusUnsupportedMediaType)
 	case ErrUnauthorized:
 		return e.Code == "unauthorized" || (e.Code == "" && e.Status == http.StatusUnauthorized)
 	case ErrNotFound:
@@ -71,14 +77,16 @@ func (e *APIError) Is(target error) bool {
 	case ErrQueueFull:
 		return e.Code == "queue_full"
 	case ErrUnavailable:
-		return e.Status == http.StatusServiceUnavailable || (e.Status == http.StatusTooManyRequests && e.Code != "queue_full")
+		return e.Status == http.StatusServiceUnavailable || e.Status == http.StatusGatewayTimeout ||
+			(e.Status == http.StatusTooManyRequests && e.Code != "queue_full")
 	}
 	return false
 }
 
-// Temporary reports whether retrying later may succeed (429 and 503).
+// Temporary reports whether retrying later may succeed (429, 503 and 504).
 func (e *APIError) Temporary() bool {
-	return e.Status == http.StatusTooManyRequests || e.Status == http.StatusServiceUnavailable
+	return e.Status == http.StatusTooManyRequests || e.Status == http.StatusServiceUnavailable ||
+		e.Status == http.StatusGatewayTimeout
 }
 
 func asAPIError(err error, target **APIError) bool { return err != nil && errors.As(err, target) }
