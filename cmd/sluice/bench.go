@@ -336,14 +336,13 @@ func burn(ctx context.Context, out io.Writer, store jobs.Store, n, conc, fetchBa
 	if st.Waiting != 0 || st.Running != 0 || st.Finished != n {
 		return fmt.Errorf("store disagrees: %+v, want %d finished", st, n)
 	}
+	fmt.Fprintf(out, "burn: %d jobs in %.2fs: %.0f jobs/s", n, el.Seconds(), float64(n)/el.Seconds())
 	if rs.fail > 0 {
 		a := attempts.Load()
-		fmt.Fprintf(out, "burn: %d jobs in %.2fs: %.0f jobs/s, %d attempts: %.0f attempts/s\n",
-			n, el.Seconds(), float64(n)/el.Seconds(), a, float64(a)/el.Seconds())
-		return errors.Join(stopErr)
+		fmt.Fprintf(out, ", %d attempts: %.0f attempts/s", a, float64(a)/el.Seconds())
 	}
-	fmt.Fprintf(out, "burn: %d jobs in %.2fs: %.0f jobs/s\n", n, el.Seconds(), float64(n)/el.Seconds())
-	return errors.Join(stopErr)
+	fmt.Fprintln(out)
+	return stopErr
 }
 
 // startCPUProfile writes a CPU profile to path until stop is called.

@@ -769,40 +769,54 @@ func TestE2EProbesAnswerJSON(t *testing.T) {
 	}
 }
 
+// heldAnswer is the answer to an enqueue that holdEnqueue started.
+type heldAnswer struct {
+	status int // 0 when the request failed
+	body   string
+}
+
+// holdEnqueue makes queue a full, paused queue of capacity 1 with the wait
+// policy and maxWait, then starts an enqueue into it that waits, and
+// returns once that enqueue holds an API slot (seen through /metrics,
+// which takes no slot itself). Its answer arrives on the channel.
+func holdEnqueue(t *testing.T, s *e2eServer, queue, maxWait string) <-chan heldAnswer {
+	t.Helper()
+	path := "/v1/queues/" + queue
+	if r := s.request(t, "PUT", path, map[string]any{"capacity": 1, "paused": true, "policy": "wait", "max_wait": maxWait}, nil); r.Status != http.StatusOK {
+		t.Fatalf("PUT queue: %s", r)
+	}
+	if r := s.request(t, "POST", path+"/jobs", map[string]any{"kind": "noop"}, nil); r.Status != http.StatusCreated {
+		t.Fatalf("first enqueue: %s", r)
+	}
+	held := make(chan heldAnswer, 1)
+	go func() {
+		res, err := s.http.Post(s.url+path+"/jobs", "application/json", strings.NewReader(`{"kind":"noop"}`))
+		if err != nil {
+			held <- heldAnswer{body: err.Error()}
+			return
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		held <- heldAnswer{res.StatusCode, string(b)}
+	}()
+	for deadline := time.Now().Add(4 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		r := s.request(t, "GET", "/metrics", nil, nil)
+		if r.Status == http.StatusOK && strings.Contains(string(r.Body), `sluice_api_in_flight{class="default"} 1`) {
+			return held
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the second enqueue never started waiting: %s", r)
+		}
+	}
+}
+
 // TestE2EMetricsBypassAdmission: while admission control refuses the API
 // for want of slots, /metrics, /healthz and /readyz still answer, and
 // refusals are not cacheable.
 func TestE2EMetricsBypassAdmission(t *testing.T) {
 	t.Parallel()
 	s := startServer(t, serverOpts{queues: "default", extra: []string{"--max-in-flight", "1"}})
-	if r := s.request(t, "PUT", "/v1/queues/hold", map[string]any{"capacity": 1, "paused": true, "policy": "wait", "max_wait": "3s"}, nil); r.Status != http.StatusOK {
-		t.Fatalf("PUT queue: %s", r)
-	}
-	if r := s.request(t, "POST", "/v1/queues/hold/jobs", map[string]any{"kind": "noop"}, nil); r.Status != http.StatusCreated {
-		t.Fatalf("first enqueue: %s", r)
-	}
-	// The second waits on the full queue, holding the only slot.
-	held := make(chan int, 1)
-	go func() {
-		res, err := s.http.Post(s.url+"/v1/queues/hold/jobs", "application/json", strings.NewReader(`{"kind":"noop"}`))
-		if err != nil {
-			held <- 0
-			return
-		}
-		res.Body.Close()
-		held <- res.StatusCode
-	}()
-	// Wait through /metrics (which takes no slot, or the wait itself could
-	// take the slot the enqueue needs) until the enqueue holds the slot.
-	for deadline := time.Now().Add(4 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		r := s.request(t, "GET", "/metrics", nil, nil)
-		if r.Status == http.StatusOK && strings.Contains(string(r.Body), `sluice_api_in_flight{class="default"} 1`) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the enqueue never held the slot: %s", r)
-		}
-	}
+	held := holdEnqueue(t, s, "hold", "3s") // takes the only slot
 	refused := s.request(t, "GET", "/v1/queues", nil, nil)
 	if refused.Status != http.StatusTooManyRequests {
 		t.Fatalf("GET /v1/queues with the only slot taken: %s, want 429", refused)
@@ -817,8 +831,8 @@ func TestE2EMetricsBypassAdmission(t *testing.T) {
 			t.Errorf("/metrics Cache-Control = %q, want no-store", r.Header.Get("Cache-Control"))
 		}
 	}
-	if st := <-held; st != http.StatusTooManyRequests {
-		t.Errorf("held enqueue ended %d, want 429 (the queue stayed full)", st)
+	if a := <-held; a.status != http.StatusTooManyRequests {
+		t.Errorf("held enqueue ended %d %s, want 429 (the queue stayed full)", a.status, a.body)
 	}
 }
 
@@ -828,36 +842,7 @@ func TestE2EMetricsBypassAdmission(t *testing.T) {
 func TestE2ESIGTERMEndsWaitingEnqueue(t *testing.T) {
 	t.Parallel()
 	s := startServer(t, serverOpts{})
-	if r := s.request(t, "PUT", "/v1/queues/full", map[string]any{"capacity": 1, "paused": true, "policy": "wait", "max_wait": "1m"}, nil); r.Status != http.StatusOK {
-		t.Fatalf("PUT queue: %s", r)
-	}
-	if r := s.request(t, "POST", "/v1/queues/full/jobs", map[string]any{"kind": "noop"}, nil); r.Status != http.StatusCreated {
-		t.Fatalf("first enqueue: %s", r)
-	}
-	type answer struct {
-		status int
-		body   string
-	}
-	held := make(chan answer, 1)
-	go func() {
-		res, err := s.http.Post(s.url+"/v1/queues/full/jobs", "application/json", strings.NewReader(`{"kind":"noop"}`))
-		if err != nil {
-			held <- answer{body: err.Error()}
-			return
-		}
-		defer res.Body.Close()
-		b, _ := io.ReadAll(res.Body)
-		held <- answer{res.StatusCode, string(b)}
-	}()
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		r := s.request(t, "GET", "/metrics", nil, nil)
-		if strings.Contains(string(r.Body), `sluice_api_in_flight{class="default"} 1`) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the second enqueue never started waiting")
-		}
-	}
+	held := holdEnqueue(t, s, "full", "1m")
 	start := time.Now()
 	s.signal(t, syscall.SIGTERM)
 	select {
